@@ -17,6 +17,8 @@ from personality.errors import PersonalityError
 
 _COMMANDS = (
     "gatekeeper.cli.log_cmd",
+    "gatekeeper.cli.action_cmd",
+    "gatekeeper.cli.agent_cmd",
 )
 
 
