@@ -82,10 +82,10 @@ class ClientConfig:
     def require_log(self) -> tuple[str, str, str | None]:
         """``(log_url, log_key, origin)``; raises :class:`ConfigError` if the URL or key is missing."""
         if not self.log_url:
-            raise ConfigError(f"no log URL: pass --log URL or set log = \"...\" in {self._where()}")
+            raise ConfigError(f'no log URL: pass --log URL or set log = "..." in {self._where()}')
         if not self.log_key:
             raise ConfigError(
-                f"no log verifier key: pass --log-key VKEY or set log_key = \"...\" in {self._where()}"
+                f'no log verifier key: pass --log-key VKEY or set log_key = "..." in {self._where()}'
             )
         return self.log_url, self.log_key, self.origin
 

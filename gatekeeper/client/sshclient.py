@@ -423,7 +423,10 @@ def _without_jump(spec: HostSpec) -> HostSpec:
 
 
 def _handshake(
-    spec: HostSpec, via: paramiko.Transport | None, auth_key: paramiko.PKey | None, accept_new: bool,
+    spec: HostSpec,
+    via: paramiko.Transport | None,
+    auth_key: paramiko.PKey | None,
+    accept_new: bool,
     timeout: float,
 ) -> paramiko.Transport:
     sock = _open_socket(spec, via, timeout)
