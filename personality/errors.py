@@ -6,10 +6,14 @@
     ├── VerificationError         well-formed but not valid: a proof that does not verify,
     │   │                         a signature that does not match       (HTTP 422)
     │   ├── ProofError            inclusion / consistency proof rejected
+    │   │   └── ForkError         the log showed two views that cannot both be true (a smaller
+    │   │                         or inconsistent checkpoint); carries both checkpoints
     │   └── SignatureError        note signature missing or invalid
     ├── NotFoundError             index, size, tile or leaf hash not in the log (HTTP 404)
     ├── RefusedError              the log refuses an entry (admission policy)  (HTTP 403)
     ├── OverloadedError           the sequencing queue is full; retry later    (HTTP 503)
+    ├── UnavailableError          the log could not be reached: connection refused, timeout,
+    │                             server error; nothing is known about the request (HTTP 503)
     ├── ConflictError             compare-and-swap on the checkpoint lost      (HTTP 409)
     ├── StorageError              the storage layer failed; nothing was acknowledged
     └── ConfigError               a config file or key file is missing or wrong
@@ -20,15 +24,22 @@ Parsers never let ``ValueError``, ``binascii.Error`` or ``IndexError`` escape; t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from personality.tlog.checkpoint import SignedCheckpoint
+
 __all__ = [
     "PersonalityError",
     "FormatError",
     "VerificationError",
     "ProofError",
+    "ForkError",
     "SignatureError",
     "NotFoundError",
     "RefusedError",
     "OverloadedError",
+    "UnavailableError",
     "ConflictError",
     "StorageError",
     "ConfigError",
@@ -58,6 +69,19 @@ class ProofError(VerificationError):
     pass
 
 
+class ForkError(ProofError):
+    """Evidence that the log forked: keep ``old`` and ``new`` (their ``raw`` bytes are signed).
+
+    ``old`` is the checkpoint held before, ``new`` the one that contradicts it (smaller size, same
+    size with another root, or no valid consistency proof from ``old`` to ``new``).
+    """
+
+    def __init__(self, message: str, old: SignedCheckpoint, new: SignedCheckpoint) -> None:
+        super().__init__(message)
+        self.old = old
+        self.new = new
+
+
 class SignatureError(VerificationError):
     pass
 
@@ -76,6 +100,10 @@ class OverloadedError(PersonalityError):
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class UnavailableError(PersonalityError):
+    http_status = 503
 
 
 class ConflictError(PersonalityError):
