@@ -19,6 +19,7 @@ _COMMANDS = (
     "gatekeeper.cli.log_cmd",
     "gatekeeper.cli.action_cmd",
     "gatekeeper.cli.agent_cmd",
+    "gatekeeper.cli.exec_cmd",
 )
 
 
