@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,10 +307,16 @@ class AddResponse:
 
 
 class LogClient:
-    """Typed access to one log through a :class:`Transport`. Verifies nothing; not thread-safe."""
+    """Typed access to one log through a :class:`Transport`. Verifies nothing; not thread-safe.
 
-    def __init__(self, transport: Transport) -> None:
+    Hash tiles are immutable (C2SP tlog-tiles), so the last ``tile_cache`` of them (8 KiB each at
+    most) are kept in memory; entry bundles are not cached.
+    """
+
+    def __init__(self, transport: Transport, *, tile_cache: int = 1024) -> None:
         self.transport = transport
+        self._tile_cache: OrderedDict[TilePath, bytes] = OrderedDict()
+        self._tile_cache_size = tile_cache
 
     @classmethod
     def http(cls, base_url: str, **kwargs: Any) -> LogClient:
@@ -322,7 +329,22 @@ class LogClient:
 
     def tile(self, tp: TilePath) -> bytes:
         """A hash tile or entry bundle. A missing partial tile falls back to the full tile, cut to
-        the partial width (the spec lets logs delete partial tiles once the full tile exists)."""
+        the partial width (the spec lets logs delete partial tiles once the full tile exists).
+        Unverified: a wrong tile shows up as a proof that does not verify."""
+        if tp.level is None:
+            return self._fetch_tile(tp)
+        data = self._tile_cache.get(tp)
+        if data is not None:
+            self._tile_cache.move_to_end(tp)
+            return data
+        data = self._fetch_tile(tp)
+        if len(data) == tp.width * HASH_SIZE and self._tile_cache_size > 0:
+            self._tile_cache[tp] = data
+            if len(self._tile_cache) > self._tile_cache_size:
+                self._tile_cache.popitem(last=False)
+        return data
+
+    def _fetch_tile(self, tp: TilePath) -> bytes:
         try:
             return self.transport.get(format_tile_path(tp))
         except NotFoundError:

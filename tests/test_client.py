@@ -418,3 +418,33 @@ def test_malformed_add_response() -> None:
     html.body = b"<html>"
     with pytest.raises(FormatError, match="not JSON"):
         LogClient(html).add(b"mine")
+
+
+class CountingTransport(StaticTransport):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.paths: list[str] = []
+
+    def get(self, path: str, params: Params | None = None) -> bytes:
+        self.paths.append(path)
+        return super().get(path, params)
+
+
+def test_hash_tiles_are_cached(tmp_path: Path) -> None:
+    log = ModelLog([b"c%d" % i for i in range(70)])
+    for tp in tiles_for_size(70) + entry_bundles_for_size(70):
+        f = tmp_path / format_tile_path(tp)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(log.tile(tp))
+    t = CountingTransport(tmp_path)
+    client = LogClient(t)
+    for i in range(70):
+        client.inclusion_proof(i, 70)
+    assert t.paths == ["tile/0/000.p/70"]
+    client.entries(0, 70, 70)
+    client.entries(0, 70, 70)
+    assert t.paths.count("tile/entries/000.p/70") == 2
+    uncached = CountingTransport(tmp_path)
+    LogClient(uncached, tile_cache=0).consistency_proof(3, 70)
+    LogClient(uncached, tile_cache=0).consistency_proof(3, 70)
+    assert len(uncached.paths) == 2
