@@ -5,7 +5,8 @@ Layers, from the wire up:
 ``Transport``
     Moves bytes: ``get(path, params)`` and ``post(path, body, params)``. :class:`HTTPTransport`
     (a ``requests.Session`` with bounded timeouts and response sizes) talks to a log over HTTP;
-    :class:`StaticTransport` reads a tlog-tiles directory. ``dynamic`` says whether the JSON API
+    :class:`StaticTransport` reads a tlog-tiles directory; :class:`FetchTransport` wraps any
+    ``fetch(path) -> bytes`` callable. ``dynamic`` says whether the JSON API
     (``/add``, ``/proof/...``) exists; a static log (files, CDN, object store) has only
     ``checkpoint`` and ``tile/...``. Transports raise ``NotFoundError`` (404),
     ``UnavailableError`` (connection refused, timeout, 5xx) and the error the log's JSON error
@@ -27,7 +28,7 @@ import base64
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -75,6 +76,7 @@ __all__ = [
     "Transport",
     "HTTPTransport",
     "StaticTransport",
+    "FetchTransport",
     "AddResponse",
     "LogClient",
     "LogVerifier",
@@ -243,6 +245,32 @@ class StaticTransport:
 
     def post(self, path: str, body: bytes, params: Params | None = None) -> bytes:
         raise ConfigError(f"the static log in {self.root} is read-only")
+
+
+class FetchTransport:
+    """A read-only transport around any ``fetch(path) -> bytes`` callable (tests, object stores,
+    fault injection). ``fetch`` raises ``NotFoundError`` for a missing path; anything it raises
+    that is not a ``PersonalityError`` is reported as ``UnavailableError``."""
+
+    def __init__(self, fetch: Callable[[str], bytes]) -> None:
+        self._fetch = fetch
+
+    @property
+    def dynamic(self) -> bool:
+        return False
+
+    def get(self, path: str, params: Params | None = None) -> bytes:
+        if params:
+            raise NotFoundError(f"a static log has no {path!r} with parameters")
+        try:
+            return self._fetch(path)
+        except PersonalityError:
+            raise
+        except Exception as e:
+            raise UnavailableError(f"fetching {path} failed: {type(e).__name__}: {e}") from None
+
+    def post(self, path: str, body: bytes, params: Params | None = None) -> bytes:
+        raise ConfigError("a fetch-only log is read-only")
 
 
 def _is_tile_path(path: str) -> bool:

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from personality.client import HTTPTransport, LogClient, LogVerifier, Params, StaticTransport
+from personality.client import FetchTransport, HTTPTransport, LogClient, LogVerifier, Params, StaticTransport
 from personality.errors import (
     ConfigError,
     ForkError,
@@ -448,3 +448,23 @@ def test_hash_tiles_are_cached(tmp_path: Path) -> None:
     LogClient(uncached, tile_cache=0).consistency_proof(3, 70)
     LogClient(uncached, tile_cache=0).consistency_proof(3, 70)
     assert len(uncached.paths) == 2
+
+
+def test_fetch_transport(tmp_path: Path) -> None:
+    log = ModelLog([b"f%d" % i for i in range(5)])
+
+    def fetch(path: str) -> bytes:
+        if path == "checkpoint":
+            return log.checkpoints[5]
+        if path == "tile/0/000.p/5":
+            raise OSError("disk on fire")
+        return log.tile(parse_tile_path(path))
+
+    client = LogClient(FetchTransport(fetch))
+    lv = _verifier(client)
+    assert lv.update().size == 5
+    assert client.entries(0, 5, 5)[4] == b"f4"
+    with pytest.raises(UnavailableError, match="disk on fire"):
+        client.inclusion_proof(1, 5)
+    with pytest.raises(ConfigError):
+        client.add(b"x")
