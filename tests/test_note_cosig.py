@@ -69,3 +69,19 @@ def test_keys_round_trip() -> None:
     with pytest.raises(FormatError, match="exceeds"):
         cosignature_timestamp(b"\xff" * 72)
     assert not c.verifier().verify(b"x\n", b"\x00" * 72)
+
+
+def test_spec_example_framing() -> None:
+    # c2sp.org/tlog-cosignature example (no public key is published): framing and timestamp.
+    data = (
+        "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\n"
+        "— example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/Zhcyv2q1gGzG"
+        "ku9nTo+zyWE+xeMcTOAYQ8=\n"
+        "— witness.example.com/w1 jWbPPwAAAABkGFDLEZMHwSRaJNiIDoe9DYn/zXcrtPHeolMI5OWXEhZCB9dlrDJsX3b2oyin1"
+        "nPZqhf5nNo0xUe+mbIUBkBIfZ+qnA==\n"
+    ).encode()
+    note = parse_note(data)
+    assert format_note(note) == data
+    w = note.signatures[1]
+    assert w.key_id == bytes.fromhex("8d66cf3f")
+    assert cosignature_timestamp(w.signature) == 1679315147
