@@ -1,0 +1,345 @@
+"""Local mode: the root-owned agent answers ``gk exec`` (sshd ForceCommand) over a Unix socket.
+
+Under ForceCommand, ``gk exec`` runs as the SSH user, who must not be able to touch the head store,
+the spent nonces or the halted flag. So ``gk exec`` holds no state and decides nothing: it sends
+what sshd told it to this service, which runs as root with the same :class:`~gatekeeper.gate.Gate`
+(``VerifyingGate``) as the asyncssh front end, and answers with the decision. Protocol:
+:mod:`gatekeeper.execgate.protocol`.
+
+What this service guarantees on top of the gate:
+
+- **Identity from the kernel.** The account is the peer's uid (``SO_PEERCRED``, fixed at connect
+  time), never the client's word: a request naming any other account is refused (WRONG_ACCOUNT)
+  without consulting the gate.
+- **Only exec.** Shell, subsystem and PTY sessions, and sessions without a public key, are refused
+  here (and already by ``gk exec``); they are logged and journaled but never reach the gate.
+- **Safe login shells.** sshd starts the ForceCommand through the account's login shell, and bash
+  reads ``~/.bashrc`` first when ``SSH_CLIENT`` is set. An account whose shell is not in
+  ``login_shells`` (default: ``/bin/sh`` and dash) is refused (POLICY), so a misconfiguration is
+  loud instead of silently bypassable.
+- **Exit statuses.** After an allowed decision the connection stays open while the command runs;
+  ``gk exec`` reports the exit status, which goes to :meth:`Gate.record_exit` (``None`` if the
+  connection ends without a report, e.g. ``gk exec`` was killed).
+- **Bounded.** Frames are at most ``MAX_PAYLOAD`` bytes, the request must arrive within
+  ``request_timeout`` seconds, and at most ``max_connections`` sessions are served at once (the
+  next is closed without an answer, which ``gk exec`` reports as a refusal).
+
+The socket's directory must be owned by the service's user and writable by nobody else, so that no
+user can replace the socket; the socket itself is ``mode`` (default 0666: every local user may ask,
+the kernel tells us who asks). Direct access to the socket is not a privilege: the service only
+answers; ``gk exec`` runs the command as the asking user, and only what the gate allows for that
+user's own account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import logging
+import os
+import pwd
+import socket
+import stat
+import struct
+from collections.abc import Iterable
+from pathlib import Path
+
+from gatekeeper.errors import ConfigError
+from gatekeeper.execgate.protocol import (
+    HEADER_SIZE,
+    Ack,
+    DecideRequest,
+    DecisionReply,
+    ExitReport,
+    LocalProtocolError,
+    Message,
+    encode,
+    parse_message,
+    payload_length,
+)
+from gatekeeper.gate import Decision, ExecRequest, Gate, Reason
+from gatekeeper.journal import Journal, decision_record
+
+__all__ = ["DEFAULT_LOGIN_SHELLS", "LocalServer", "start_local", "serve_local"]
+
+log = logging.getLogger("gatekeeper.agent.local")
+
+DEFAULT_LOGIN_SHELLS = frozenset({"/bin/sh", "/usr/bin/sh", "/bin/dash", "/usr/bin/dash"})
+_UCRED = struct.Struct("3i")
+
+
+async def _read_message(reader: asyncio.StreamReader) -> Message:
+    length = payload_length(await reader.readexactly(HEADER_SIZE))
+    return parse_message(await reader.readexactly(length))
+
+
+def _peer_credentials(writer: asyncio.StreamWriter) -> tuple[int, int, int]:
+    sock = writer.get_extra_info("socket")
+    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    return pid, uid, gid
+
+
+def _prepare_directory(path: Path) -> None:
+    """Create the socket's directory if needed (0755) and check that only we can write it."""
+    parent = path.parent
+    if not parent.exists():
+        parent.mkdir(mode=0o755, parents=True)
+    st = parent.stat()
+    if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"{parent} must be owned by uid {os.geteuid()} and writable by nobody else "
+            f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})"
+        )
+    try:
+        existing = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(existing.st_mode):
+        raise ConfigError(f"{path} exists and is not a socket")
+    path.unlink()
+
+
+class LocalServer:
+    """A running local-mode service; create it with :func:`start_local`."""
+
+    def __init__(
+        self,
+        gate: Gate,
+        socket_path: Path,
+        *,
+        shell: str,
+        login_shells: frozenset[str] | None,
+        request_timeout: float,
+        max_connections: int,
+        journal: Journal | None,
+    ) -> None:
+        self.socket_path = socket_path
+        self._gate = gate
+        self._shell = shell
+        self._login_shells = login_shells
+        self._request_timeout = request_timeout
+        self._max_connections = max_connections
+        self._journal = journal
+        self._sessions: set[asyncio.Task[None]] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._inode: tuple[int, int] | None = None
+
+    async def _start(self, mode: int, group: str | None) -> None:
+        _prepare_directory(self.socket_path)
+        self._server = await asyncio.start_unix_server(self._handle, path=str(self.socket_path))
+        if group is not None:
+            try:
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError as exc:
+                self.close()
+                raise ConfigError(f"unknown group {group!r} for the local socket") from exc
+            os.chown(self.socket_path, -1, gid)
+        os.chmod(self.socket_path, mode)
+        st = self.socket_path.lstat()
+        self._inode = (st.st_dev, st.st_ino)
+        log.info("local mode listening on %s (mode %04o)", self.socket_path, mode)
+
+    def close(self) -> None:
+        """Stop accepting sessions, end the open ones and remove the socket. Commands already
+        running keep running; their ``gk exec`` can no longer report the exit status (it warns)."""
+        if self._server is not None:
+            self._server.close()
+        for task in self._sessions:
+            task.cancel()
+        with contextlib.suppress(OSError):
+            st = self.socket_path.lstat()
+            if (st.st_dev, st.st_ino) == self._inode:
+                self.socket_path.unlink()
+
+    async def wait_closed(self) -> None:
+        """Wait until the listener and every session have finished closing."""
+        if self._server is not None:
+            await self._server.wait_closed()
+        await asyncio.gather(*self._sessions, return_exceptions=True)
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None
+        try:
+            await self._server.serve_forever()
+        finally:
+            self.close()
+
+    # -- one session -------------------------------------------------------------------------
+
+    def _journal_refusal(self, request: ExecRequest, decision: Decision) -> None:
+        if self._journal is None:
+            return
+        try:
+            self._journal.append(decision_record(request, decision, event="refused"))
+        except Exception:
+            log.exception("local mode: could not journal a refusal")
+
+    async def _decide(self, uid: int, msg: DecideRequest) -> tuple[ExecRequest, Decision]:
+        request = ExecRequest(
+            account=msg.account,
+            command=msg.command,
+            auth_key=msg.auth_key,
+            bundle=msg.bundle,
+            peer=msg.peer,
+            frontend="exec",
+        )
+        try:
+            user = pwd.getpwuid(uid)
+        except KeyError:
+            return request, Decision(Reason.UNKNOWN_ACCOUNT, f"gk: refused: uid {uid} has no account")
+        refusal: Decision | None = None
+        if msg.account != user.pw_name:
+            refusal = Decision(
+                Reason.WRONG_ACCOUNT,
+                f"gk: refused: uid {uid} ({user.pw_name}) may not ask for account {msg.account!r:.64}",
+            )
+        elif msg.kind != "exec":
+            refusal = Decision(Reason.NOT_EXEC, f"gk: refused: {msg.kind} sessions are not allowed")
+        elif not msg.auth_key:
+            refusal = Decision(Reason.KEY_MISMATCH, "gk: refused: the session has no public key")
+        elif self._login_shells is not None and user.pw_shell not in self._login_shells:
+            refusal = Decision(
+                Reason.POLICY,
+                f"gk: refused: the login shell of {user.pw_name} is {user.pw_shell}, which may run "
+                "user files before gk exec; set it to /bin/sh",
+            )
+        if refusal is not None:
+            self._journal_refusal(request, refusal)
+            return request, refusal
+        try:
+            decision = await self._gate.decide(request)
+        except Exception:  # the gate must not raise; if it does, that is a refusal
+            log.exception("local mode: gate.decide raised")
+            decision = Decision(Reason.INTERNAL, "gk: refused: internal error in the gatekeeper agent")
+        return request, decision
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if len(self._sessions) >= self._max_connections or task is None:
+            log.warning("local mode: %d sessions open, refusing another", len(self._sessions))
+            writer.close()
+            return
+        self._sessions.add(task)
+        try:
+            await self._session(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, LocalProtocolError, TimeoutError) as exc:
+            log.warning("local mode: session ended early: %s", exc or type(exc).__name__)
+        finally:
+            self._sessions.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pid, uid, _gid = _peer_credentials(writer)
+        try:
+            msg = await asyncio.wait_for(_read_message(reader), self._request_timeout)
+        except LocalProtocolError as exc:
+            log.warning("local mode: pid %d uid %d sent a malformed request: %s", pid, uid, exc)
+            reply = DecisionReply(Reason.INTERNAL, f"gk: refused: malformed local request ({exc})")
+            writer.write(encode(reply))
+            await writer.drain()
+            return
+        if not isinstance(msg, DecideRequest):
+            raise LocalProtocolError(f"expected a decide request, got {type(msg).__name__}")
+        request, decision = await self._decide(uid, msg)
+        log.info(
+            "local mode: pid %d uid %d account %s kind %s: %s",
+            pid,
+            uid,
+            msg.account,
+            msg.kind,
+            decision.reason.code,
+        )
+        writer.write(
+            encode(
+                DecisionReply(
+                    reason=decision.reason,
+                    message=decision.message,
+                    index=decision.index,
+                    key_fingerprint=decision.key_fingerprint,
+                    shell=self._shell,
+                )
+            )
+        )
+        await writer.drain()
+        if not decision.allowed:
+            return
+        # The command runs now; its session ends with an exit report or a closed connection.
+        report: Message | None
+        try:
+            report = await _read_message(reader)
+        except (ConnectionError, asyncio.IncompleteReadError, LocalProtocolError):
+            report = None
+        status = report.status if isinstance(report, ExitReport) else None
+        try:
+            self._gate.record_exit(request, decision, status)
+        except Exception:
+            log.exception("local mode: gate.record_exit raised")
+        if isinstance(report, ExitReport):
+            writer.write(encode(Ack()))
+            await writer.drain()
+
+
+async def start_local(
+    gate: Gate,
+    socket_path: str | os.PathLike[str],
+    *,
+    mode: int = 0o666,
+    group: str | None = None,
+    shell: str = "/bin/sh",
+    login_shells: Iterable[str] | None = DEFAULT_LOGIN_SHELLS,
+    request_timeout: float = 10.0,
+    max_connections: int = 512,
+    journal: Journal | None = None,
+) -> LocalServer:
+    """Listen on ``socket_path`` and answer ``gk exec`` with ``gate``'s decisions.
+
+    ``mode``/``group``: the socket's permissions (who may ask at all). ``shell``: the absolute path
+    ``gk exec`` runs the verified bytes with (``shell -c``). ``login_shells``: accounts whose login
+    shell is not listed are refused (None: no check). ``journal``: where refusals made here, before
+    the gate, are recorded (the gate journals its own decisions). Raises
+    :class:`~gatekeeper.errors.ConfigError` for an unsafe directory or bad settings."""
+    if not os.path.isabs(shell):
+        raise ConfigError(f"the local-mode shell must be an absolute path, not {shell!r}")
+    if not 0 <= mode <= 0o777:
+        raise ConfigError(f"invalid socket mode {mode:o}")
+    server = LocalServer(
+        gate,
+        Path(socket_path),
+        shell=shell,
+        login_shells=None if login_shells is None else frozenset(login_shells),
+        request_timeout=request_timeout,
+        max_connections=max_connections,
+        journal=journal,
+    )
+    await server._start(mode, group)
+    return server
+
+
+async def serve_local(
+    gate: Gate,
+    socket_path: str | os.PathLike[str],
+    *,
+    mode: int = 0o666,
+    group: str | None = None,
+    shell: str = "/bin/sh",
+    login_shells: Iterable[str] | None = DEFAULT_LOGIN_SHELLS,
+    request_timeout: float = 10.0,
+    max_connections: int = 512,
+    journal: Journal | None = None,
+) -> None:
+    """:func:`start_local`, then serve until cancelled; the socket is removed on the way out."""
+    server = await start_local(
+        gate,
+        socket_path,
+        mode=mode,
+        group=group,
+        shell=shell,
+        login_shells=login_shells,
+        request_timeout=request_timeout,
+        max_connections=max_connections,
+        journal=journal,
+    )
+    await server.serve_forever()
