@@ -112,3 +112,24 @@ def test_round_trip(index: int, proof: list[bytes], extra: bytes | None) -> None
     data = format_tlog_proof(p)
     assert parse_tlog_proof(data) == p
     assert format_tlog_proof(parse_tlog_proof(data)) == data
+
+
+def test_documented_example_verifies() -> None:
+    from pathlib import Path
+
+    from personality.tlog.cosig import parse_cosignature_vkey
+    from personality.tlog.note import parse_note, parse_vkey, verified_signatures
+
+    doc = (Path(__file__).parents[1] / "docs" / "formats-tlog.md").read_text()
+    start = doc.index("```\nc2sp.org/tlog-proof@v1\n") + 4
+    text = doc[start : doc.index("```", start)]
+    p = parse_tlog_proof(text.encode())
+    assert p.extra == b"entry 2"
+    log = parse_vkey("log.example/gk+900053f9+AYqI4910CfGV/VLbLTy6XXLKZwm/HZQSG/N0iAG0D29c")
+    witness = parse_cosignature_vkey(
+        "witness.example/w1+df1c0a35+BIE5dw6ofRdfVqNUZsNMfszLjYqRtO43ol32D1uPybOU"
+    )
+    sc = verify_tlog_proof(p, leaf_hash(p.extra), "log.example/gk", [log])
+    assert sc.size == 5
+    assert len(verified_signatures(parse_note(p.checkpoint), [log, witness])) == 2
+    assert format_tlog_proof(p) == text.encode()
