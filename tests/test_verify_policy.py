@@ -18,7 +18,9 @@ FP = "SHA256:" + "A" * 43
 
 def table(**over: Any) -> dict[str, Any]:
     t: dict[str, Any] = {
-        "host_name": "web-01", "log_origin": "log.example/gk", "log_keys": [LOG.verifier().vkey()],
+        "host_name": "web-01",
+        "log_origin": "log.example/gk",
+        "log_keys": [LOG.verifier().vkey()],
     }
     t.update(over)
     return {k: v for k, v in t.items() if v is not None}
@@ -35,9 +37,14 @@ def test_from_mapping_defaults() -> None:
 def test_from_mapping_all_settings() -> None:
     w1, w2 = generate_cosigner("w1"), generate_cosigner("w2")
     p = HostPolicy.from_mapping(
-        table(host_key_fingerprint=FP, max_clock_skew=5, max_window=600, allowed_accounts=["deploy"],
-              shell="/bin/bash",
-              witnesses={"required": 1, "keys": [w1.verifier().vkey(), w2.verifier().vkey()]})
+        table(
+            host_key_fingerprint=FP,
+            max_clock_skew=5,
+            max_window=600,
+            allowed_accounts=["deploy"],
+            shell="/bin/bash",
+            witnesses={"required": 1, "keys": [w1.verifier().vkey(), w2.verifier().vkey()]},
+        )
     )
     assert p.host_key_fingerprint == FP and p.max_clock_skew == 5 and p.max_window == 600
     assert p.allowed_accounts == frozenset({"deploy"}) and p.shell == "/bin/bash"

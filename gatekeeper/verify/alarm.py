@@ -72,7 +72,10 @@ class Alarm:
         if self.webhook is None:
             return
         payload = {
-            "event": event, "message": message, "time": int(time.time()), "details": dict(details or {}),
+            "event": event,
+            "message": message,
+            "time": int(time.time()),
+            "details": dict(details or {}),
         }
         body = json.dumps(payload, default=str, sort_keys=True).encode()
         with self._lock:
@@ -80,15 +83,18 @@ class Alarm:
             if len(self._pending) >= _MAX_PENDING:
                 self._emit(syslog.LOG_ERR, f"alarm webhook backlog full; not posting {event}")
                 return
-            thread = threading.Thread(target=self._post, args=(self.webhook, body), daemon=True,
-                                      name="gk-alarm-webhook")
+            thread = threading.Thread(
+                target=self._post, args=(self.webhook, body), daemon=True, name="gk-alarm-webhook"
+            )
             self._pending.append(thread)
         thread.start()
 
     def _post(self, url: str, body: bytes) -> None:
         try:
             response = requests.post(
-                url, data=body, headers={"Content-Type": "application/json"},
+                url,
+                data=body,
+                headers={"Content-Type": "application/json"},
                 timeout=(self.webhook_timeout, self.webhook_timeout),
             )
             ok = 200 <= response.status_code < 300

@@ -76,8 +76,10 @@ class HostPolicy:
     shell: str = DEFAULT_SHELL
 
     def __post_init__(self) -> None:
-        if not isinstance(self.host_name, str) or not self.host_name or any(
-            c.isspace() or c < " " for c in self.host_name
+        if (
+            not isinstance(self.host_name, str)
+            or not self.host_name
+            or any(c.isspace() or c < " " for c in self.host_name)
         ):
             raise ConfigError("policy: host_name must be a non-empty name without spaces")
         if not isinstance(self.log_origin, str) or not self.log_origin or "\n" in self.log_origin:
@@ -118,8 +120,15 @@ class HostPolicy:
         Unknown keys are an error (a typo must not silently weaken the policy).
         """
         known = {
-            "host_name", "host_key_fingerprint", "log_origin", "log_keys", "max_clock_skew",
-            "max_window", "allowed_accounts", "shell", "witnesses",
+            "host_name",
+            "host_key_fingerprint",
+            "log_origin",
+            "log_keys",
+            "max_clock_skew",
+            "max_window",
+            "allowed_accounts",
+            "shell",
+            "witnesses",
         }
         unknown = sorted(set(table) - known)
         if unknown:
