@@ -440,3 +440,38 @@ def test_auditor_verifies_an_entry_with_stock_openssh(signer_key: Key, tmp_path:
 def test_dataclasses_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         make().account = "root"  # type: ignore[misc]
+
+
+def test_largest_possible_entry_fits_in_an_entry_bundle() -> None:
+    """Every limit at its maximum, an RSA-16384 signer and a signature of matching size: the entry
+    still fits the 65535-byte C2SP entry-bundle limit."""
+    n = (1 << 16383) | 1
+    e_raw, n_raw = (65537).to_bytes(3, "big"), b"\x00" + n.to_bytes(2048, "big")
+    rsa = sshsig.PublicKey("ssh-rsa", _string(b"ssh-rsa") + _string(e_raw) + _string(n_raw))
+    a = A.Action(
+        kind="exec",
+        targets=tuple(A.Target(f"{i:02d}" + "h" * 251, "SHA256:" + "A" * 42 + "E") for i in range(64)),
+        account="a" * A.MAX_ACCOUNT,
+        command=b"\x00" * A.MAX_COMMAND,
+        nonce=bytes(A.MAX_NONCE),
+        not_before=T0,
+        not_after=T0 + A.MAX_WINDOW,
+        signer=rsa.openssh(),
+        reason="r" * A.MAX_REASON,
+    )
+    body = A.encode_action(a)
+    assert len(body) < 48 * 1024
+    blob = (
+        b"SSHSIG"
+        + struct.pack(">I", 1)
+        + _string(rsa.blob)
+        + _string(A.NAMESPACE.encode())
+        + _string(b"")
+        + _string(b"sha512")
+        + _string(_string(b"rsa-sha2-512") + _string(bytes(2048)))
+    )
+    armored = sshsig.armor(blob)
+    assert len(armored) < 6 * 1024
+    entry = A.encode_entry(body, armored)
+    assert len(entry) <= A.MAX_ENTRY
+    assert A.parse_entry(entry).action == a
