@@ -310,3 +310,18 @@ def test_base64_must_be_canonical(text: str) -> None:
     assert sshsig.b64decode_canonical("QQ==", "x") == b"A"
     with pytest.raises(ActionFormatError, match="base64"):
         sshsig.b64decode_canonical(text, "x")
+
+
+@pytest.mark.parametrize("kind", ["ecdsa256", "rsa"])
+def test_every_single_bit_flip_and_truncation_is_refused(all_keys: dict[str, Key], kind: str) -> None:
+    """ECDSA and RSA signatures carry nested mpints: no corruption may escape as anything but
+    SignatureInvalid (never a raw ValueError from a parser underneath)."""
+    blob = sshsig.dearmor(sshsig.sign_file(MESSAGE, NS, all_keys[kind].path))
+    for i in range(len(blob)):
+        mutated = bytearray(blob)
+        mutated[i] ^= 0x80 if i % 2 else 0x01
+        with pytest.raises(SignatureInvalid):
+            sshsig.verify(MESSAGE, sshsig.armor(bytes(mutated)), NS)
+    for n in range(0, len(blob), 7):
+        with pytest.raises(SignatureInvalid):
+            sshsig.verify(MESSAGE, sshsig.armor(blob[:n]), NS)
