@@ -1,0 +1,302 @@
+"""Reading a log through the tile API and rebuilding its tree from the entries.
+
+Shared by ``gk monitor`` and ``gk audit``. A :class:`TileSource` reads the C2SP tlog-tiles
+resources (``checkpoint``, hash tiles, entry bundles) from wherever they are: the log over HTTP,
+or a static mirror directory. Nothing read from a source is trusted: checkpoints are opened with
+the log's verifier keys, consistency proofs are recomputed from tiles and verified against both
+roots, and entries are hashed here and must rebuild the signed root exactly.
+
+:func:`scan_entries` is the rebuild: from a :class:`~personality.tlog.merkle.CompactRange` at
+``start`` (the right edge of entries already checked) it downloads the entry bundles up to a
+checkpoint's size, hashes every entry, checks it (:class:`~gatekeeper.monitor.check.CheckPool`)
+and hands each batch, in log order, to a callback *after* it was checked, together with the
+compact range at the end of that batch. A caller persists progress from the callback only; so a
+crash can never mark an unchecked entry as checked. The final root is compared by the caller.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TextIO
+
+from gatekeeper.errors import LogMisbehaved, LogUnavailable
+from gatekeeper.monitor.check import Checked, CheckPool
+from personality.errors import FormatError, NotFoundError, ProofError
+from personality.tlog import merkle
+from personality.tlog.checkpoint import SignedCheckpoint
+from personality.tlog.tiles import (
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    TilePath,
+    format_tile_path,
+    parse_entry_bundle,
+    tile_hash_getter,
+)
+
+__all__ = [
+    "TileSource",
+    "DirectorySource",
+    "FetchSource",
+    "Batch",
+    "TruncatedLog",
+    "prove_consistency",
+    "read_entries",
+    "scan_entries",
+]
+
+
+class TileSource(Protocol):
+    """Where the tile API is read from. Both methods raise ``NotFoundError`` for a missing
+    resource and ``LogUnavailable`` when the log cannot be reached."""
+
+    name: str
+
+    def read_checkpoint(self) -> bytes: ...
+
+    def read_tile(self, tp: TilePath) -> bytes: ...
+
+
+class FetchSource:
+    """A :class:`TileSource` over a ``fetch(path) -> bytes`` callable (``"checkpoint"``,
+    ``"tile/0/000"`` …): the HTTP client, a static mirror, or a fault-injecting fake in tests."""
+
+    def __init__(self, fetch: Callable[[str], bytes], name: str = "log") -> None:
+        self._fetch = fetch
+        self.name = name
+
+    def read_checkpoint(self) -> bytes:
+        return self._fetch("checkpoint")
+
+    def read_tile(self, tp: TilePath) -> bytes:
+        return self._fetch(format_tile_path(tp))
+
+
+class DirectorySource(FetchSource):
+    """A static mirror: the tile API written as plain files under ``root``."""
+
+    MAX_FILE = 1 << 24  # the largest tile is 256 entries of 64 KiB
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        super().__init__(self._read, str(self.root))
+
+    def _read(self, path: str) -> bytes:
+        p = self.root / path
+        try:
+            with open(p, "rb") as fh:
+                data = fh.read(self.MAX_FILE + 1)
+        except FileNotFoundError:
+            raise NotFoundError(f"{p} does not exist") from None
+        except OSError as exc:
+            raise LogUnavailable(f"cannot read {p}: {exc}") from None
+        if len(data) > self.MAX_FILE:
+            raise LogMisbehaved(f"{p} is larger than any tile")
+        return data
+
+
+class TruncatedLog(LogMisbehaved):
+    """Entries covered by a signed checkpoint are missing or short (``start`` is the first)."""
+
+    def __init__(self, message: str, start: int) -> None:
+        super().__init__(message)
+        self.start = start
+
+
+def prove_consistency(source: TileSource, old_size: int, old_root: bytes, new: SignedCheckpoint) -> None:
+    """Check that ``new`` extends ``(old_size, old_root)``, with a proof recomputed from the log's
+    tiles at ``new.size``. Raises ``ProofError`` when it does not (a fork, if both checkpoints are
+    validly signed), ``LogMisbehaved`` for malformed tiles, ``NotFoundError``/``LogUnavailable``
+    when tiles are missing or unreachable."""
+    if old_size > new.size:
+        raise ProofError(f"the log shrank from {old_size} to {new.size} entries")
+    if old_size == new.size or old_size == 0:
+        merkle.verify_consistency(old_size, new.size, old_root, new.root, [])
+        return
+    get = tile_hash_getter(new.size, source.read_tile)
+    try:
+        proof = merkle.consistency_proof(old_size, new.size, get)
+    except FormatError as exc:
+        raise LogMisbehaved(f"malformed hash tile: {exc}") from None
+    merkle.verify_consistency(old_size, new.size, old_root, new.root, proof)
+
+
+def _read_bundle(source: TileSource, n: int, width: int) -> list[bytes]:
+    """Entry bundle ``n`` with ``width`` entries; falls back to the full bundle (C2SP tlog-tiles
+    lets a log drop a partial tile once the full one exists)."""
+    try:
+        data = source.read_tile(TilePath(None, n, width))
+        return parse_entry_bundle(data, width)
+    except NotFoundError:
+        if width == TILE_WIDTH:
+            raise
+    except FormatError:
+        if width == TILE_WIDTH:
+            raise
+    data = source.read_tile(TilePath(None, n, TILE_WIDTH))
+    return parse_entry_bundle(data, TILE_WIDTH)[:width]
+
+
+def read_entries(source: TileSource, start: int, end: int, size: int) -> Iterator[tuple[int, list[bytes]]]:
+    """Entries ``[start, end)`` of a log of ``size`` entries, as tile-aligned ``(first, entries)``
+    batches. Raises :class:`TruncatedLog` when a bundle is missing or holds too few entries."""
+    if not 0 <= start <= end <= size:
+        raise ValueError(f"bad entry range [{start}, {end}) of {size}")
+    n = start // TILE_WIDTH
+    while n * TILE_WIDTH < end:
+        first = n * TILE_WIDTH
+        width = min(TILE_WIDTH, size - first)
+        try:
+            entries = _read_bundle(source, n, width)
+        except NotFoundError as exc:
+            raise TruncatedLog(f"entry bundle {n} is missing: {exc}", max(first, start)) from None
+        except FormatError as exc:
+            raise TruncatedLog(
+                f"entry bundle {n} is truncated or malformed: {exc}", max(first, start)
+            ) from None
+        lo, hi = max(first, start), min(first + width, end)
+        yield lo, entries[lo - first : hi - first]
+        n += 1
+
+
+@dataclass
+class Batch:
+    """One checked batch, in log order: entries ``[start, start + len(entries))``.
+
+    ``edge`` is the compact range after the last entry of the batch; ``nodes`` the perfect
+    subtrees that completed in the batch (level, index, hash), for a local index that serves
+    proofs. Entries and results line up one to one.
+    """
+
+    start: int
+    entries: list[bytes]
+    leaf_hashes: list[bytes]
+    results: list[Checked]
+    edge: merkle.CompactRange
+    nodes: list[tuple[int, int, bytes]]
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.entries)
+
+
+def scan_entries(
+    source: TileSource,
+    edge: merkle.CompactRange,
+    target: SignedCheckpoint,
+    pool: CheckPool,
+    on_batch: Callable[[Batch], None],
+    *,
+    keep_nodes_from_level: int | None = None,
+    prefetch: int = 4,
+    parallel_above: int = 4096,
+) -> merkle.CompactRange:
+    """Download, hash and check entries ``[edge.size, target.size)``; return the final edge.
+
+    ``on_batch`` is called for every batch in order, after its entries were checked. The caller
+    compares ``result.root()`` with ``target.root``: a difference means the entries served are not
+    the ones the checkpoint signs (a rewrite). ``edge`` itself is not modified. Nodes at levels
+    ``>= keep_nodes_from_level`` (multiples of 8, as hash tiles store them) are passed in
+    :attr:`Batch.nodes`. Raises :class:`TruncatedLog`, ``LogUnavailable``; whatever ``on_batch``
+    raises stops the scan.
+    """
+    cr = edge.copy()
+    if target.size < cr.size:
+        raise ValueError("target checkpoint is smaller than what was already scanned")
+    total = target.size - cr.size
+    side: dict[int, tuple[list[bytes], merkle.CompactRange, list[tuple[int, int, bytes]]]] = {}
+
+    def hashed() -> Iterator[tuple[int, list[bytes]]]:
+        for start, entries in _prefetched(source, cr.size, target.size, prefetch):
+            if start != cr.size:  # pragma: no cover - read_entries yields contiguous ranges
+                raise LogMisbehaved("entry batches are not contiguous")
+            lh = merkle.leaf_hash
+            leaves = [lh(e) for e in entries]
+            done = cr.extend(leaves)
+            if keep_nodes_from_level is None:
+                nodes: list[tuple[int, int, bytes]] = []
+            else:
+                nodes = [n for n in done if n[0] >= keep_nodes_from_level and n[0] % TILE_HEIGHT == 0]
+            side[start] = (leaves, cr.copy(), nodes)
+            yield start, entries
+
+    for start, entries, results in pool.map(hashed(), parallel=total > parallel_above):
+        leaves, snapshot, nodes = side.pop(start)
+        on_batch(Batch(start, entries, leaves, results, snapshot, nodes))
+    return cr
+
+
+def _prefetched(source: TileSource, start: int, end: int, depth: int) -> Iterator[tuple[int, list[bytes]]]:
+    """:func:`read_entries` with up to ``depth`` bundles downloaded ahead on a thread."""
+    if depth <= 1 or end - start <= TILE_WIDTH:
+        yield from read_entries(source, start, end, end)
+        return
+    firsts = list(range(start - start % TILE_WIDTH, end, TILE_WIDTH))
+
+    def one(first: int) -> list[tuple[int, list[bytes]]]:
+        return list(read_entries(source, max(first, start), min(first + TILE_WIDTH, end), end))
+
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        futures: list[Future[list[tuple[int, list[bytes]]]]] = []
+        it = iter(firsts)
+        for first in it:
+            futures.append(ex.submit(one, first))
+            if len(futures) >= depth:
+                break
+        while futures:
+            fut = futures.pop(0)
+            nxt = next(it, None)
+            if nxt is not None:
+                futures.append(ex.submit(one, nxt))
+            try:
+                yield from fut.result()
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
+
+class Progress:
+    """Rate and ETA for a long scan, drawn on a TTY (stderr) at most 5 times a second."""
+
+    def __init__(self, label: str, total: int, stream: TextIO | None = None, enabled: bool = True) -> None:
+
+        self.label = label
+        self.total = total
+        self.done = 0
+        self._stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self._stream, "isatty", None)
+        self.enabled = enabled and total > 0 and bool(isatty and isatty())
+        self._t0 = time.monotonic()
+        self._last = 0.0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.enabled and (now - self._last > 0.2 or self.done >= self.total):
+            self._last = now
+            rate = self.done / max(now - self._t0, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else 0.0
+            pct = 100.0 * self.done / self.total
+            width = 30
+            fill = int(width * self.done / self.total)
+            bar = "#" * fill + "-" * (width - fill)
+            line = (
+                f"\r{self.label} [{bar}] {pct:5.1f}% {self.done:,}/{self.total:,} "
+                f"{rate:,.0f}/s ETA {eta:,.0f}s"
+            )
+            self._stream.write(line)
+            self._stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+def verifier_names(verifiers: Sequence[object]) -> str:
+    return ", ".join(str(getattr(v, "name", v)) for v in verifiers)
