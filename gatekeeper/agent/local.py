@@ -121,13 +121,13 @@ class LocalServer:
         self._request_timeout = request_timeout
         self._max_connections = max_connections
         self._journal = journal
-        self._sessions: set[asyncio.Task[None]] = set()
+        self._sessions: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._server: asyncio.AbstractServer | None = None
         self._inode: tuple[int, int] | None = None
 
     async def _start(self, mode: int, group: str | None) -> None:
         _prepare_directory(self.socket_path)
-        self._server = await asyncio.start_unix_server(self._handle, path=str(self.socket_path))
+        self._server = await asyncio.start_unix_server(self._accept, path=str(self.socket_path))
         if group is not None:
             try:
                 gid = grp.getgrnam(group).gr_gid
@@ -145,8 +145,9 @@ class LocalServer:
         running keep running; their ``gk exec`` can no longer report the exit status (it warns)."""
         if self._server is not None:
             self._server.close()
-        for task in self._sessions:
+        for task, writer in list(self._sessions.items()):
             task.cancel()
+            writer.close()  # also for a session task cancelled before it ever ran
         with contextlib.suppress(OSError):
             st = self.socket_path.lstat()
             if (st.st_dev, st.st_ino) == self._inode:
@@ -157,6 +158,7 @@ class LocalServer:
         if self._server is not None:
             await self._server.wait_closed()
         await asyncio.gather(*self._sessions, return_exceptions=True)
+        await asyncio.sleep(0)  # let the transports closed above release their sockets
 
     async def serve_forever(self) -> None:
         assert self._server is not None
@@ -214,19 +216,21 @@ class LocalServer:
             decision = Decision(Reason.INTERNAL, "gk: refused: internal error in the gatekeeper agent")
         return request, decision
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if len(self._sessions) >= self._max_connections or task is None:
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._sessions) >= self._max_connections:
             log.warning("local mode: %d sessions open, refusing another", len(self._sessions))
             writer.close()
             return
-        self._sessions.add(task)
+        task = asyncio.get_running_loop().create_task(self._handle(reader, writer))
+        self._sessions[task] = writer
+        task.add_done_callback(lambda t: self._sessions.pop(t, None))
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await self._session(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, LocalProtocolError, TimeoutError) as exc:
             log.warning("local mode: session ended early: %s", exc or type(exc).__name__)
         finally:
-            self._sessions.discard(task)
             writer.close()
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()

@@ -1,10 +1,75 @@
-"""``gk agent``: the host-side enforcer (asyncssh server, local mode for sshd)."""
+"""``gk agent``: the host-side enforcer (asyncssh server, local mode for sshd).
+
+One ``_register_*`` function and one ``cmd_*`` handler per subcommand; ``register`` only calls the
+``_register_*`` functions. ``init`` and ``serve`` belong to the SSH front end
+(gatekeeper.agent.wiring); ``status`` and ``unhalt`` belong to the verification core and are added
+next to them by their own ``_register_*`` functions.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("agent", help="run the host agent that refuses unlogged commands")
-    p.add_subparsers(dest="agent_command", metavar="SUBCOMMAND", required=True)
+    agent_sub = p.add_subparsers(dest="agent_command", metavar="SUBCOMMAND", required=True)
+    _register_init(agent_sub)
+    _register_serve(agent_sub)
+    # gk agent status / gk agent unhalt --evidence-reviewed: registered here by the verification
+    # core's own _register_status / _register_unhalt functions.
+
+
+def _register_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "init",
+        help="write agent.toml, an Ed25519 host key, authorized_keys and the state directory",
+        description="Create a new agent directory. Never overwrites an existing file.",
+    )
+    p.add_argument("directory", type=Path, help="directory to create the files in (created 0700)")
+    p.add_argument("--name", required=True, help="this host's name, as actions name their targets")
+    p.add_argument("--log", required=True, dest="log_url", help="the log's base URL")
+    p.add_argument("--log-key", required=True, action="append", dest="log_keys", metavar="VKEY",
+                   help="the log's verifier key (name+hexid+base64); repeat for several")
+    p.add_argument("--origin", help="the log's checkpoint origin (default: the first key's name)")
+    p.add_argument("--listen", default="127.0.0.1:2222", help="ADDRESS:PORT (default %(default)s)")
+    p.set_defaults(func=cmd_init)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from gatekeeper.agent.wiring import host_key_fingerprint, init_agent_dir, load_host_key
+
+    written = init_agent_dir(args.directory, name=args.name, log_url=args.log_url, log_keys=args.log_keys,
+                             origin=args.origin, listen=args.listen)
+    for path in written:
+        print(f"wrote {path}")
+    fingerprint = host_key_fingerprint(load_host_key(written[1]))
+    print(f"host key fingerprint: {fingerprint}")
+    print(f"next: add users' public keys to {written[3]}, then: gk agent serve --config {written[0]}")
+    return 0
+
+
+def _register_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the agent's SSH server in the foreground",
+        description="Serve SSH exec requests, running only commands proven to be in the log. Prints "
+        "'listening on HOST:PORT' once ready; stops on SIGTERM or SIGINT.",
+    )
+    p.add_argument("--config", required=True, type=Path, help="the agent.toml to use")
+    p.add_argument("-v", "--verbose", action="store_true", help="log SSH protocol details too")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gatekeeper.agent.config import load_config
+    from gatekeeper.agent.wiring import serve
+
+    config = load_config(args.config)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s gk-agent %(levelname)s %(message)s")
+    logging.getLogger("asyncssh").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    return serve(config)
