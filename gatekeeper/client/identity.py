@@ -1,0 +1,178 @@
+"""The user's signing identity: one SSH key that both signs the action (SSHSIG) and, for ``gk ssh``,
+authenticates the SSH session (the host requires the two to be the same key).
+
+A key comes from a private key file (asked for its passphrase on the terminal when encrypted) or
+from ssh-agent (``$SSH_AUTH_SOCK``). Signing delegates to :mod:`gatekeeper.sshsig`; nothing here
+parses signatures. Errors are :class:`~gatekeeper.errors.ConfigError` (exit 78).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+from gatekeeper import sshsig
+from gatekeeper.action import NAMESPACE
+from gatekeeper.errors import ActionFormatError, ConfigError
+
+if TYPE_CHECKING:
+    import paramiko
+
+__all__ = ["Identity", "from_file", "from_agent", "agent_keys", "default_identity"]
+
+DEFAULT_KEY_FILES = ("id_ed25519", "id_ecdsa", "id_rsa")
+
+
+@dataclass
+class Identity:
+    """A signing key. ``public_key`` is ``"<type> <base64>"`` (no comment)."""
+
+    public_key: str
+    key_file: Path | None = None
+    passphrase: str | None = None
+    agent_path: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return sshsig.fingerprint(self.public_key)
+
+    @property
+    def source(self) -> str:
+        return str(self.key_file) if self.key_file else f"ssh-agent ({self.agent_path})"
+
+    def sign(self, message: bytes) -> bytes:
+        """The armored SSHSIG of ``message`` in the action namespace. Raises ConfigError."""
+        if self.key_file is not None:
+            return sshsig.sign_file(message, NAMESPACE, self.key_file, self.passphrase)
+        return asyncio.run(sshsig.sign_agent(message, NAMESPACE, self.public_key, self.agent_path))
+
+    def paramiko_key(self) -> paramiko.PKey:
+        """The same key for SSH user authentication (a paramiko key or agent key)."""
+        import paramiko
+
+        if self.key_file is not None:
+            try:
+                pw = self.passphrase.encode() if self.passphrase else None
+                return paramiko.PKey.from_path(str(self.key_file), pw)
+            except (OSError, paramiko.SSHException, ValueError) as exc:
+                raise ConfigError(f"cannot load private key {self.key_file}: {exc}") from None
+        want = sshsig.parse_public_key(self.public_key).blob
+        agent = paramiko.Agent()
+        for key in agent.get_keys():
+            if key.asbytes() == want:
+                return key
+        raise ConfigError(f"ssh-agent does not hold key {self.fingerprint}")
+
+
+def from_file(path: Path, passphrase: str | None = None, prompt: bool = True) -> Identity:
+    """Load a private key file (``~`` expanded). An encrypted key without ``passphrase`` is
+    unlocked with a terminal prompt when ``prompt`` is true, else ConfigError."""
+    path = Path(os.path.expanduser(path))
+    try:
+        key = asyncssh.read_private_key(str(path), passphrase)
+    except OSError as exc:
+        raise ConfigError(f"cannot read key file {path}: {exc.strerror or exc}") from None
+    except asyncssh.KeyEncryptionError:
+        raise ConfigError(f"wrong passphrase for key file {path}") from None
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        if passphrase is None and "assphrase" in str(exc):
+            if not prompt:
+                raise ConfigError(f"key file {path} is encrypted and no passphrase was given") from None
+            try:
+                entered = getpass.getpass(f"Enter passphrase for key {path}: ")
+            except (EOFError, OSError):
+                raise ConfigError(f"key file {path} is encrypted and there is no terminal to ask") from None
+            return from_file(path, entered, prompt=False)
+        raise ConfigError(f"cannot load key file {path}: {exc}") from None
+    public = key.export_public_key("openssh").decode("ascii")
+    return Identity(_checked(public, str(path)), key_file=path, passphrase=passphrase)
+
+
+def _checked(public: str, where: str) -> str:
+    try:
+        return sshsig.parse_public_key(public).openssh()
+    except ActionFormatError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+async def _list_agent(path: str) -> list[str]:
+    async with asyncssh.connect_agent(path) as agent:
+        keys: Sequence[Any] = await agent.get_keys()
+        return [k.export_public_key("openssh").decode("ascii") for k in keys]
+
+
+def agent_keys(agent_path: str | None = None) -> list[str]:
+    """Public keys (``"<type> <base64>"``) held by ssh-agent that can sign actions, in agent order."""
+    path = agent_path or os.environ.get("SSH_AUTH_SOCK", "")
+    if not path:
+        raise ConfigError("no ssh-agent: SSH_AUTH_SOCK is not set (or give a key file with --key)")
+    try:
+        listed = asyncio.run(_list_agent(path))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"ssh-agent at {path}: {exc}") from None
+    out = []
+    for line in listed:
+        try:
+            out.append(sshsig.parse_public_key(line).openssh())
+        except ActionFormatError:
+            continue  # FIDO keys, certificates, short RSA: not usable for actions
+    return out
+
+
+def from_agent(public_key: str | None = None, agent_path: str | None = None) -> Identity:
+    """A key held by ssh-agent: ``public_key`` if given (it must be in the agent), else the agent's
+    first supported key."""
+    path = agent_path or os.environ.get("SSH_AUTH_SOCK", "")
+    keys = agent_keys(path)
+    if public_key is not None:
+        want = _checked(public_key, "public key")
+        if want not in keys:
+            raise ConfigError(f"ssh-agent at {path} does not hold key {sshsig.fingerprint(want)}")
+        return Identity(want, agent_path=path)
+    if not keys:
+        raise ConfigError(f"ssh-agent at {path} holds no key that can sign actions")
+    return Identity(keys[0], agent_path=path)
+
+
+def default_identity(candidates: list[Path] | tuple[Path, ...] = ()) -> Identity:
+    """What to sign with when nothing was configured, like ``ssh`` picks a key: the first of
+    ``candidates`` (``IdentityFile`` from ssh_config) that exists — through ssh-agent when the agent
+    holds the same key (no passphrase prompt) — else the agent's first key, else
+    ``~/.ssh/id_ed25519``, ``id_ecdsa``, ``id_rsa``."""
+    agent_path = os.environ.get("SSH_AUTH_SOCK", "")
+    held: list[str] = []
+    if agent_path:
+        try:
+            held = agent_keys(agent_path)
+        except ConfigError:
+            held = []
+    for path in candidates:
+        path = Path(os.path.expanduser(path))
+        pub = _public_of(path)
+        if pub is not None and pub in held:
+            return Identity(pub, agent_path=agent_path)
+        if path.exists():
+            return from_file(path)
+    if held:
+        return Identity(held[0], agent_path=agent_path)
+    for name in DEFAULT_KEY_FILES:
+        path = Path.home() / ".ssh" / name
+        if path.exists():
+            return from_file(path)
+    raise ConfigError('no signing key: pass --key FILE or --agent, or set key = "..." in client.toml')
+
+
+def _public_of(path: Path) -> str | None:
+    """The ``.pub`` next to a private key file, if it is readable and valid."""
+    try:
+        text = Path(str(path) + ".pub").read_text()
+        return sshsig.parse_public_key(text).openssh()
+    except (OSError, UnicodeDecodeError, ActionFormatError):
+        return None
