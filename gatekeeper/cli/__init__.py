@@ -20,6 +20,7 @@ _COMMANDS = (
     "gatekeeper.cli.action_cmd",
     "gatekeeper.cli.agent_cmd",
     "gatekeeper.cli.exec_cmd",
+    "gatekeeper.cli.client_cmd",
 )
 
 
