@@ -13,6 +13,7 @@ refusal).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,7 +28,7 @@ from personality.tlog.checkpoint import SignedCheckpoint, open_checkpoint
 from personality.tlog.merkle import leaf_hash, verify_inclusion
 from personality.tlog.note import verified_signatures
 
-__all__ = ["MAX_BUNDLE_TEXT", "Verified", "check_static", "refusal", "one_line"]
+__all__ = ["MAX_BUNDLE_TEXT", "Verified", "CheckpointCache", "check_static", "refusal", "one_line"]
 
 #: The GK_BUNDLE value is refused before parsing when longer than this (a 64 KiB entry, a proof of
 #: 63 hashes and a checkpoint with cosignatures base64-encode to well under it).
@@ -74,7 +75,52 @@ def _key(public_key: str) -> sshsig.PublicKey | None:
         return None
 
 
-def check_static(request: ExecRequest, policy: HostPolicy, now: int) -> Verified | Decision:
+class CheckpointCache:
+    """Checkpoints that already passed steps 9 and 10 under one policy, by their exact bytes (LRU,
+    bounded). Identical bytes verify identically under the same keys, so a hit skips the note
+    signature and witness checks. Create one per policy; not thread-safe."""
+
+    def __init__(self, policy: HostPolicy, maxsize: int = 256) -> None:
+        self.policy = policy
+        self.maxsize = maxsize
+        self._items: OrderedDict[bytes, SignedCheckpoint] = OrderedDict()
+
+    def get(self, raw: bytes) -> SignedCheckpoint | None:
+        sc = self._items.get(raw)
+        if sc is not None:
+            self._items.move_to_end(raw)
+        return sc
+
+    def put(self, raw: bytes, sc: SignedCheckpoint) -> None:
+        self._items[raw] = sc
+        self._items.move_to_end(raw)
+        while len(self._items) > self.maxsize:
+            self._items.popitem(last=False)
+
+
+def _check_checkpoint(raw: bytes, policy: HostPolicy) -> SignedCheckpoint | tuple[Reason, str]:
+    """Steps 9 and 10: the verified checkpoint, or the refusal reason and why."""
+    try:
+        checkpoint = open_checkpoint(raw, policy.log_origin, policy.log_verifiers)
+    except PersonalityError as exc:
+        return Reason.BAD_CHECKPOINT, f"checkpoint: {exc}"
+    witnesses = policy.witnesses
+    if witnesses.required:
+        try:
+            cosigned = verified_signatures(checkpoint.note, witnesses.verifiers)
+        except PersonalityError as exc:
+            return Reason.WITNESS_QUORUM, f"witness cosignature: {exc}"
+        if len({s.name for s in cosigned}) < witnesses.required:
+            return Reason.WITNESS_QUORUM, (
+                f"the checkpoint has {len(cosigned)} of the "
+                f"{witnesses.required} required witness cosignatures"
+            )
+    return checkpoint
+
+
+def check_static(
+    request: ExecRequest, policy: HostPolicy, now: int, known: CheckpointCache | None = None
+) -> Verified | Decision:
     """Check ``request`` against its bundle and ``policy`` at time ``now`` (Unix seconds).
 
     Returns :class:`Verified` when every stateless check passes, otherwise the refusing
@@ -82,7 +128,12 @@ def check_static(request: ExecRequest, policy: HostPolicy, now: int) -> Verified
     MALFORMED_BUNDLE (bundle, then entry), NOT_EXEC, BAD_SIGNATURE, KEY_MISMATCH, WRONG_HOST,
     WRONG_ACCOUNT, POLICY (account not allowed here), COMMAND_MISMATCH, NOT_YET_VALID, EXPIRED,
     POLICY (window too long), BAD_CHECKPOINT, WITNESS_QUORUM, BAD_INCLUSION.
+
+    ``known``, if given, remembers checkpoints that passed the signature and witness checks under
+    ``policy`` (a cache hit skips them; the result is the same). It must belong to ``policy``.
     """
+    if known is not None and known.policy is not policy:
+        known = None
     auth_key = _key(request.auth_key)
     fp = auth_key.fingerprint() if auth_key is not None else ""
 
@@ -212,27 +263,15 @@ def check_static(request: ExecRequest, policy: HostPolicy, now: int) -> Verified
             fingerprint=fp,
         )
 
-    # 9. the checkpoint: signed by the log's key, for the log's origin
-    try:
-        checkpoint = open_checkpoint(bundle.checkpoint, policy.log_origin, policy.log_verifiers)
-    except PersonalityError as exc:
-        return refusal(Reason.BAD_CHECKPOINT, f"checkpoint: {exc}", index=index, fingerprint=fp)
-
-    # 10. witness cosignatures, when the policy asks for them
-    witnesses = policy.witnesses
-    if witnesses.required:
-        try:
-            cosigned = verified_signatures(checkpoint.note, witnesses.verifiers)
-        except PersonalityError as exc:
-            return refusal(Reason.WITNESS_QUORUM, f"witness cosignature: {exc}", index=index, fingerprint=fp)
-        if len({s.name for s in cosigned}) < witnesses.required:
-            return refusal(
-                Reason.WITNESS_QUORUM,
-                f"the checkpoint has {len(cosigned)} of the "
-                f"{witnesses.required} required witness cosignatures",
-                index=index,
-                fingerprint=fp,
-            )
+    # 9. the checkpoint: signed by the log's key, for the log's origin; 10. witness quorum
+    checkpoint = known.get(bundle.checkpoint) if known is not None else None
+    if checkpoint is None:
+        checked = _check_checkpoint(bundle.checkpoint, policy)
+        if isinstance(checked, tuple):
+            return refusal(checked[0], checked[1], index=index, fingerprint=fp)
+        checkpoint = checked
+        if known is not None:
+            known.put(bundle.checkpoint, checkpoint)
 
     # 11. the entry is in the tree the checkpoint commits to
     leaf = leaf_hash(bundle.entry)

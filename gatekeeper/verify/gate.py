@@ -38,7 +38,7 @@ from gatekeeper.errors import GatekeeperError, LogMisbehaved, LogUnavailable
 from gatekeeper.gate import Decision, ExecRequest, Reason
 from gatekeeper.journal import decision_record
 from gatekeeper.verify.alarm import Alarm
-from gatekeeper.verify.core import Verified, check_static, one_line, refusal
+from gatekeeper.verify.core import CheckpointCache, Verified, check_static, one_line, refusal
 from gatekeeper.verify.headstore import CommitStatus, HaltRecord, HeadStore, Spend, StoredHead
 from gatekeeper.verify.policy import HostPolicy
 from personality.errors import OverloadedError, PersonalityError, ProofError, UnavailableError
@@ -130,6 +130,7 @@ class VerifyingGate:
         self.background_refresh = background_refresh
         self._refresh_task: asyncio.Task[None] | None = None
         self._log_lock = threading.Lock()
+        self._known = CheckpointCache(policy)
         self.last_refresh_error: str | None = None
 
     # -- the Gate protocol -------------------------------------------------------------------------
@@ -176,13 +177,10 @@ class VerifyingGate:
         if halt is not None:
             return Decision(Reason.HALTED, halted_message(halt))
         now = int(self.clock())
-        checked = check_static(request, self.policy, now)
+        checked = check_static(request, self.policy, now, self._known)
         if isinstance(checked, Decision):
             return checked
         v = checked
-        earlier = self.store.spent(v.nonce, v.fingerprint)
-        if earlier is not None:
-            return self._replay(v, earlier)
         for _ in range(_COMMIT_ATTEMPTS):
             plan = await self._plan(v)
             if isinstance(plan, Decision):
@@ -250,6 +248,9 @@ class VerifyingGate:
         head = self.store.newest_head(origin)
         if head is None:
             return _Plan(cp, 0, refresh=False)
+        earlier = self.store.spent(v.nonce, v.fingerprint)
+        if earlier is not None:  # a replay: refuse before asking the log anything
+            return self._replay(v, earlier)
         try:
             if cp.size > head.size:
                 proof = await self._fetch_proof(head.size, cp.size)

@@ -60,6 +60,7 @@ SCHEMA_VERSION = "1"
 # (NTP correction, a VM restored from a snapshot) cannot make a pruned action valid again.
 NONCE_PRUNE_GRACE = 7 * 24 * 3600
 _BUSY_TIMEOUT_MS = 5000
+_PRUNE_INTERVAL = 3600  # seconds between prunes done by commit()
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -198,6 +199,7 @@ class HeadStore:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self._lock = threading.Lock()
+        self._next_prune = 0
         self.path = path
 
     @classmethod
@@ -274,6 +276,12 @@ class HeadStore:
             ).fetchall()
         return [_head(r) for r in rows]
 
+    def origins(self) -> list[str]:
+        """Every log origin with a stored checkpoint."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT DISTINCT origin FROM checkpoints ORDER BY origin").fetchall()
+        return [str(r[0]) for r in rows]
+
     def halted(self) -> HaltRecord | None:
         """The newest halt not cleared by an unhalt, or None when the store is not halted."""
         with self._read() as conn:
@@ -345,7 +353,7 @@ class HeadStore:
         (0: none stored); if the newest head is another one now, nothing is written and the result is
         :attr:`CommitStatus.HEAD_MOVED`. A halted store refuses (:attr:`CommitStatus.HALTED`), a spent
         nonce gives :attr:`CommitStatus.REPLAY`. On :attr:`CommitStatus.OK` everything is durable.
-        Expired spent nonces are pruned in the same transaction.
+        Expired spent nonces are pruned in the same transaction, at most once an hour.
         """
         with self._write() as conn:
             if _open_halt(conn) is not None:
@@ -377,7 +385,9 @@ class HeadStore:
                     "INSERT INTO spent (nonce, signer, idx, spent_at, expires_at) VALUES (?, ?, ?, ?, ?)",
                     (spend.nonce, spend.signer, spend.index, now, spend.expires_at),
                 )
-                conn.execute("DELETE FROM spent WHERE expires_at < ?", (now - NONCE_PRUNE_GRACE,))
+                if now >= self._next_prune:
+                    conn.execute("DELETE FROM spent WHERE expires_at < ?", (now - NONCE_PRUNE_GRACE,))
+                    self._next_prune = now + _PRUNE_INTERVAL
         return CommitResult(CommitStatus.OK)
 
     def record_halt(

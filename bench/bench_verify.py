@@ -1,0 +1,194 @@
+"""Benchmark: CPU per decision of the verification core on the fast path (target <= 1 ms).
+
+Run: ``.venv/bin/python bench/bench_verify.py [--n N] [--size SIZE]``; prints one JSON object.
+
+The fast path is a bundle whose checkpoint the host already holds: no log request at all. Each
+decision is a fresh action (its own nonce) signed with a real Ed25519 SSH key (SSHSIG), included in
+a log of ``SIZE`` entries under a checkpoint signed with a real note key, handed to
+``VerifyingGate.decide`` with a real SQLite head store (WAL, synchronous=FULL: one fsync per
+allowed command) and a real JSON-lines journal (one fsync per record).
+
+Reported (microseconds, median and p99 over N decisions):
+
+- ``check_static_cpu_us``: the pure checks alone (bundle parse, SSHSIG, checkpoint signature,
+  inclusion proof, ...).
+- ``decide_cpu_us``: the whole decision (halted flag, pure checks, nonce lookup, stored-head lookup,
+  atomic commit of the spent nonce, journal record), CPU time of this process.
+- ``decide_wall_us``: the same, wall clock (includes waiting for fsync).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import asyncssh
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gatekeeper import sshsig  # noqa: E402
+from gatekeeper.action import NAMESPACE, encode_action, encode_entry, new_action  # noqa: E402
+from gatekeeper.bundle import Bundle, encode_bundle  # noqa: E402
+from gatekeeper.gate import ExecRequest  # noqa: E402
+from gatekeeper.journal import Journal  # noqa: E402
+from gatekeeper.verify.alarm import Alarm  # noqa: E402
+from gatekeeper.verify.core import Verified, check_static  # noqa: E402
+from gatekeeper.verify.gate import VerifyingGate  # noqa: E402
+from gatekeeper.verify.headstore import HeadStore  # noqa: E402
+from gatekeeper.verify.policy import HostPolicy  # noqa: E402
+from personality.tlog.checkpoint import Checkpoint, sign_checkpoint  # noqa: E402
+from personality.tlog.merkle import CompactRange, leaf_hash  # noqa: E402
+from personality.tlog.note import generate_signer  # noqa: E402
+
+ORIGIN = "bench.example/log"
+HOST = "web-01"
+
+
+class NoLog:
+    """The fast path must not talk to the log."""
+
+    def checkpoint(self) -> bytes:
+        raise AssertionError("fast path fetched a checkpoint")
+
+    def consistency_proof(self, size1: int, size2: int) -> Sequence[bytes]:
+        raise AssertionError("fast path fetched a consistency proof")
+
+
+def build(n: int, size: int, tmp: Path) -> tuple[HostPolicy, bytes, list[ExecRequest]]:
+    """``n`` requests whose entries are the last ``n`` leaves of a log of ``size`` entries."""
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key_path = tmp / "id_ed25519"
+    key.write_private_key(str(key_path))
+    public = key.export_public_key("openssh").decode().strip()
+    log = generate_signer(ORIGIN)
+    now = int(time.time())
+    entries = []
+    for _ in range(n):
+        a = new_action(
+            targets=[HOST],
+            account="deploy",
+            command=b"systemctl restart nginx",
+            signer=public,
+            now=now - 5,
+            window=600,
+            reason="bench",
+        )
+        body = encode_action(a)
+        entries.append(encode_entry(body, sshsig.sign_file(body, NAMESPACE, key_path)))
+    # A tree of `size` leaves: filler leaves, then our entries; keep every level for proofs.
+    fillers = size - n
+    levels: list[list[bytes]] = [
+        [leaf_hash(b"%d" % i) for i in range(fillers)] + [leaf_hash(e) for e in entries]
+    ]
+    while len(levels[-1]) > 1:
+        prev = levels[-1]
+        levels.append([_node(prev[i], prev[i + 1]) for i in range(0, len(prev) - 1, 2)])
+
+    def get(level: int, index: int) -> bytes:
+        return levels[level][index]
+
+    from personality.tlog.merkle import inclusion_proof
+
+    cr = CompactRange.from_getter(size, get)
+    checkpoint = sign_checkpoint(Checkpoint(ORIGIN, size, cr.root()), [log])
+    requests = []
+    for i, entry in enumerate(entries):
+        index = fillers + i
+        bundle = Bundle(entry, index, tuple(inclusion_proof(index, size, get)), checkpoint)
+        requests.append(
+            ExecRequest(
+                account="deploy",
+                command=b"systemctl restart nginx",
+                auth_key=public,
+                bundle=encode_bundle(bundle),
+                peer="127.0.0.1:1",
+            )
+        )
+    policy = HostPolicy(host_name=HOST, log_origin=ORIGIN, log_verifiers=(log.verifier(),))
+    return policy, checkpoint, requests
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    from personality.tlog.merkle import node_hash
+
+    return node_hash(left, right)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    values = sorted(values)
+    return {
+        "median": round(statistics.median(values), 1),
+        "p99": round(values[min(len(values) - 1, int(len(values) * 0.99))], 1),
+        "min": round(values[0], 1),
+    }
+
+
+async def run_decisions(gate: VerifyingGate, requests: list[ExecRequest]) -> tuple[list[float], list[float]]:
+    cpu, wall = [], []
+    for r in requests:
+        c0, w0 = time.process_time(), time.perf_counter()
+        d = await gate.decide(r)
+        c1, w1 = time.process_time(), time.perf_counter()
+        if not d.allowed:
+            raise SystemExit(f"bench: unexpected refusal: {d.message}")
+        cpu.append((c1 - c0) * 1e6)
+        wall.append((w1 - w0) * 1e6)
+    return cpu, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=400, help="decisions to time (default %(default)s)")
+    parser.add_argument("--size", type=int, default=1 << 16, help="log size (default %(default)s)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        policy, checkpoint, requests = build(args.n + 20, args.size, tmp)
+        now = int(time.time())
+        static = []
+        for r in requests:
+            c0 = time.process_time()
+            v = check_static(r, policy, now)
+            static.append((time.process_time() - c0) * 1e6)
+            assert isinstance(v, Verified)
+        store = HeadStore.open(tmp / "state")
+        cp = check_static(requests[0], policy, now)
+        assert isinstance(cp, Verified)
+        store.commit(
+            ORIGIN, (cp.checkpoint.size, cp.checkpoint.root, checkpoint), newest_seq=0, spend=None, now=now
+        )
+        journal = Journal(tmp / "journal.jsonl")
+        gate = VerifyingGate(
+            policy, store, NoLog(), journal, Alarm(use_syslog=False), background_refresh=False
+        )
+        cpu, wall = asyncio.run(run_decisions(gate, requests))
+        warm = 20
+        result = {
+            "benchmark": "verify_fast_path",
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "log_size": args.size,
+            "decisions": args.n,
+            "check_static_cpu_us": summary(static[warm:]),
+            "decide_cpu_us": summary(cpu[warm:]),
+            "decide_wall_us": summary(wall[warm:]),
+            "target_cpu_us": 1000,
+            "meets_target": statistics.median(cpu[warm:]) <= 1000,
+        }
+        store.close()
+        journal.close()
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
