@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     agent_sub = p.add_subparsers(dest="agent_command", metavar="SUBCOMMAND", required=True)
     _register_init(agent_sub)
     _register_serve(agent_sub)
-    # gk agent status / gk agent unhalt --evidence-reviewed: registered here by the verification
-    # core's own _register_status / _register_unhalt functions.
+    _register_status(agent_sub)
+    _register_unhalt(agent_sub)
 
 
 def _register_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,3 +73,80 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         format="%(asctime)s gk-agent %(levelname)s %(message)s")
     logging.getLogger("asyncssh").setLevel(logging.INFO if args.verbose else logging.WARNING)
     return serve(config)
+
+
+def _state_args(p: argparse.ArgumentParser) -> None:
+    """``--config FILE`` (the agent.toml: its state_dir and journal) or ``--state-dir DIR``."""
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--config", type=Path, default=Path("/etc/gatekeeper/agent.toml"),
+                       help="the agent.toml whose state_dir and journal to use (default %(default)s)")
+    where.add_argument("--state-dir", type=Path, help="the agent's state directory (instead of --config)")
+
+
+def _open_state(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(state_dir, journal path) from ``--state-dir`` or the config file."""
+    if args.state_dir is not None:
+        return args.state_dir, args.state_dir / "journal.jsonl"
+    from gatekeeper.agent.config import load_config
+
+    config = load_config(args.config)
+    return config.state_dir, config.journal
+
+
+def _register_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "status",
+        help="show whether this host is halted, its newest log head and spent nonce count",
+        description="Read the agent's head store. Exit status 0 when running normally, 1 when halted "
+        "(the evidence is printed).",
+    )
+    _state_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from gatekeeper.verify.admin import format_status, status
+    from gatekeeper.verify.headstore import HeadStore
+
+    state_dir, _ = _open_state(args)
+    with HeadStore.open(state_dir) as store:
+        report = status(store)
+    print(json.dumps(report, indent=2) if args.json else format_status(report), end="\n" if args.json else "")
+    return 1 if report["halted"] else 0
+
+
+def _register_unhalt(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "unhalt",
+        help="clear the halted state after a fork, once the evidence was reviewed",
+        description="Clear the halted state (the evidence and stored heads are kept). The act is "
+        "recorded, with who did it and when, in the head store and in the journal.",
+    )
+    _state_args(p)
+    p.add_argument("--evidence-reviewed", action="store_true",
+                   help="required: confirms that both checkpoints shown by 'gk agent status' were reviewed")
+    p.add_argument("--note", default="", help="why it is safe to resume (recorded with the act)")
+    p.set_defaults(func=cmd_unhalt)
+
+
+def cmd_unhalt(args: argparse.Namespace) -> int:
+    from gatekeeper.journal import Journal
+    from gatekeeper.verify.admin import operator_identity, unhalt
+    from gatekeeper.verify.headstore import HeadStore
+
+    if not args.evidence_reviewed:
+        print("gk: refusing to unhalt without --evidence-reviewed: review the evidence shown by "
+              "'gk agent status' first", file=sys.stderr)
+        return 2
+    state_dir, journal_path = _open_state(args)
+    with HeadStore.open(state_dir) as store, Journal(journal_path) as journal:
+        record = unhalt(store, journal, who=operator_identity(), note=args.note)
+    if record is None:
+        print("not halted: nothing to do")
+        return 0
+    print(f"unhalted (cleared halts up to #{record.through_halt}); recorded as unhalt #{record.id} "
+          f"by {record.who}")
+    return 0
