@@ -10,8 +10,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncssh
+import paramiko
 import pytest
-from agent_fixtures import AgentThread, OneCommandGate, openssh_public, pid_exists, wait_until
+from agent_fixtures import (
+    AgentThread,
+    OneCommandGate,
+    openssh_public,
+    pid_exists,
+    wait_until,
+    write_private_key,
+)
 
 from gatekeeper.agent.child import CHILD_PATH
 from gatekeeper.agent.session import AgentSettings
@@ -256,3 +264,23 @@ def test_several_sessions_on_one_connection(agent, gate, client_key) -> None:
             return [(r.stdout, r.exit_status) for r in (*results, bad)]
 
     assert asyncio.run(go()) == [(b"one\n", 0)] * 3 + [(b"", Reason.COMMAND_MISMATCH.exit_status)]
+
+
+def test_shutdown_terminates_and_reaps_running_commands(tmp_path, gate, client_key) -> None:
+    cmd = "trap '' TERM; echo $$; while :; do sleep 0.05; done"
+    gate.allow(client_key, ME, cmd)
+    path = write_private_key(client_key, tmp_path / "id")
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    try:
+        with AgentThread(tmp_path, gate, authorized=[client_key]) as agent:
+            client.connect("127.0.0.1", agent.port, username=ME, key_filename=str(path),
+                           look_for_keys=False, allow_agent=False, timeout=10)
+            _, out, _ = client.exec_command(cmd)
+            pid = int(out.readline())
+            assert pid_exists(pid)
+        # leaving the block closed the agent: the command ignored SIGTERM and got SIGKILL
+        assert not pid_exists(pid)
+        assert gate.exits[0][1] is None
+    finally:
+        client.close()

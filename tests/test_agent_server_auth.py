@@ -248,3 +248,14 @@ def test_keyring_missing_file_authorizes_nobody(tmp_path: Path) -> None:
     assert ring.identify(ME, _key().public_data, "127.0.0.1") is None
     assert ring.key_count == 0
     assert "nobody is authorized" in messages[0]
+
+
+def test_too_many_failed_keys_end_the_connection(tmp_path) -> None:
+    good = _key()
+    gate = OneCommandGate()
+    gate.allow(good, ME, "true")
+    with AgentThread(tmp_path, gate, authorized=[good]) as agent:
+        assert _run(agent, [_key() for _ in range(5)] + [good]) == 0  # five failures are tolerated
+        with pytest.raises((asyncssh.PermissionDenied, asyncssh.DisconnectError)):
+            _run(agent, [_key() for _ in range(6)] + [good])  # the sixth failure disconnects
+    assert len(gate.requests) == 1

@@ -123,6 +123,7 @@ class LocalServer:
         self._journal = journal
         self._sessions: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._server: asyncio.AbstractServer | None = None
+        self._closing = False
         self._inode: tuple[int, int] | None = None
 
     async def _start(self, mode: int, group: str | None) -> None:
@@ -143,6 +144,7 @@ class LocalServer:
     def close(self) -> None:
         """Stop accepting sessions, end the open ones and remove the socket. Commands already
         running keep running; their ``gk exec`` can no longer report the exit status (it warns)."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
         for task, writer in list(self._sessions.items()):
@@ -157,8 +159,11 @@ class LocalServer:
         """Wait until the listener and every session have finished closing."""
         if self._server is not None:
             await self._server.wait_closed()
+        # A connection accepted just before close() reaches _accept a few loop turns later, which
+        # closes it; give it those turns, then wait for every session task to finish.
+        for _ in range(5):
+            await asyncio.sleep(0)
         await asyncio.gather(*self._sessions, return_exceptions=True)
-        await asyncio.sleep(0)  # let the transports closed above release their sockets
 
     async def serve_forever(self) -> None:
         assert self._server is not None
@@ -217,6 +222,9 @@ class LocalServer:
         return request, decision
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closing:
+            writer.close()
+            return
         if len(self._sessions) >= self._max_connections:
             log.warning("local mode: %d sessions open, refusing another", len(self._sessions))
             writer.close()

@@ -17,7 +17,7 @@ What is refused
 
 Shutdown
     :meth:`AgentListener.close` stops listening and closes every connection, which terminates
-    their children.
+    their children; :meth:`AgentListener.wait_closed` returns once they have been reaped.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class _Shared:
     settings: AgentSettings
     journal: Journal | None
     connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
+    sessions: set[ExecSession] = field(default_factory=set)
 
 
 class _ExecChannel(asyncssh.SSHServerChannel[bytes]):
@@ -210,7 +211,10 @@ class _AgentConnection(asyncssh.SSHServer):
             conn, asyncio.get_running_loop(), False, False, False, 0, 1024, None, "strict",
             _WINDOW, _MAX_PKTSIZE,
         )
-        return chan, ExecSession(ctx)
+        session = ExecSession(ctx)
+        self._shared.sessions.add(session)
+        session.on_done(self._shared.sessions.discard)
+        return chan, session
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
         log.info("%s: refused TCP forwarding to %s:%s", self.peer, dest_host, dest_port)
@@ -250,9 +254,22 @@ class AgentListener:
             conn.close()
 
     async def wait_closed(self) -> None:
+        """Wait until the listener and every connection are closed and every command has been
+        reaped; commands still alive ``kill_grace`` + 1 s after :meth:`close` get SIGKILL."""
         await self._acceptor.wait_closed()
         for conn in list(self._shared.connections):
             await conn.wait_closed()
+        sessions = list(self._shared.sessions)
+        if sessions:
+            grace = self._shared.settings.kill_grace + 1.0
+            waits = [asyncio.create_task(s.done.wait()) for s in sessions]
+            _, pending = await asyncio.wait(waits, timeout=grace)
+            for task in pending:
+                task.cancel()
+            for session in sessions:
+                session.kill()
+            if pending:
+                await asyncio.wait([asyncio.create_task(s.done.wait()) for s in sessions], timeout=grace)
 
 
 async def start_agent(

@@ -27,6 +27,7 @@ import asyncio
 import logging
 import signal
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -102,6 +103,23 @@ class ExecSession(asyncssh.SSHServerSession[bytes]):
         self._task: asyncio.Task[None] | None = None
         self._hard_kill: asyncio.TimerHandle | None = None
         self.done = asyncio.Event()  # set when the session finished (tests, shutdown)
+        self._done_callbacks: list[Callable[[ExecSession], None]] = []
+
+    def on_done(self, callback: Callable[[ExecSession], None]) -> None:
+        """Call ``callback(self)`` once the session has finished (its command, if any, reaped)."""
+        self._done_callbacks.append(callback)
+
+    def _set_done(self) -> None:
+        if not self.done.is_set():
+            self.done.set()
+            for callback in self._done_callbacks:
+                callback(self)
+
+    def kill(self) -> None:
+        """SIGKILL the command's process group if it is still running (agent shutdown)."""
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            kill_group(proc.pid, signal.SIGKILL)
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -205,7 +223,7 @@ class ExecSession(asyncssh.SSHServerSession[bytes]):
                 self._ctx.settings.kill_grace, kill_group, proc.pid, signal.SIGKILL
             )
         if self._task is None:
-            self.done.set()
+            self._set_done()
 
     # --- the decision and the run -------------------------------------------------------------
 
@@ -220,7 +238,7 @@ class ExecSession(asyncssh.SSHServerSession[bytes]):
             await self._finish(Reason.INTERNAL.exit_status, "gk: internal error in the agent")
         finally:
             self._early = None
-            self.done.set()
+            self._set_done()
 
     def _request(self, bundle: str | None) -> ExecRequest:
         ctx = self._ctx
