@@ -17,8 +17,9 @@ The bundle (the GK_BUNDLE value) goes to stdout or --output; the log index to st
 
 _SSH_EPILOG = """\
 Options may come before the destination, or between it and '--'. Without '--', everything after
-the destination is the command (like ssh). The action names each host by its HostName after
-~/.ssh/config resolution; the session logs in with the key that signed the action."""
+the destination is the command (like ssh). The action names each host by its HostKeyAlias, else
+its HostName, after ~/.ssh/config resolution (lowercased); the host agent's name must be that.
+The session logs in with the key that signed the action."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -79,6 +80,11 @@ def _add_ssh_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("-F", dest="ssh_config", type=Path, metavar="FILE", help="ssh config file")
     s.add_argument("-n", dest="no_stdin", action="store_true", help="do not forward stdin")
     s.add_argument("--accept-new", action="store_true", help="add unknown host keys to known_hosts")
+    s.add_argument(
+        "--pin-host-key",
+        action="store_true",
+        help="put each host's key fingerprint in the action (only that machine accepts it)",
+    )
     s.add_argument("--parallel", type=int, default=1, metavar="N", help="hosts at a time with -H (max 32)")
     s.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS")
 
@@ -211,6 +217,7 @@ def _ssh(args: argparse.Namespace) -> int:
         reason=args.reason,
         resolver=resolver,
         accept_new=args.accept_new,
+        pin_host_keys=args.pin_host_key,
         stdin=None if args.no_stdin else sys.stdin.buffer,
         parallel=args.parallel,
         connect_timeout=args.connect_timeout,

@@ -4,9 +4,10 @@ For each destination the exec request carries exactly the signed command bytes a
 ``GK_BUNDLE``; the session authenticates with the key that signed the action. The exit status is the
 remote one (for several hosts: the first non-zero in the order given). See docs/client.md.
 
-Target names: the action names each host by its ``HostName`` *after* ``~/.ssh/config`` resolution
-(what ``ssh -G host`` prints as ``hostname``), lowercased -- not the alias typed on the command line,
-which is personal to one user's config. The agent's configured name must equal it.
+Target names: the action names each host by its ``HostKeyAlias`` if ``~/.ssh/config`` sets one,
+else by its ``HostName`` after ``~/.ssh/config`` resolution (what ``ssh -G host`` prints), lowercased
+-- never by a personal alias typed on the command line. The agent's configured ``name`` must equal
+it (see :attr:`gatekeeper.client.sshclient.HostSpec.target_name`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO
 
+from gatekeeper.action import Target
 from gatekeeper.client import sshclient
 from gatekeeper.client.identity import Identity
 from gatekeeper.client.submit import LogSettings, SubmitResult, build_action, submit_action
@@ -101,6 +103,7 @@ def run_on_hosts(
     reason: str = "",
     resolver: sshclient.Resolver | None = None,
     accept_new: bool = False,
+    pin_host_keys: bool = False,
     stdin: IO[bytes] | None = None,
     stdout: IO[bytes] | None = None,
     stderr: IO[bytes] | None = None,
@@ -110,61 +113,97 @@ def run_on_hosts(
 ) -> RunReport:
     """Log one action naming every host of ``specs``, then run ``command`` on each.
 
-    One host: streams go straight through (``stdin`` forwarded, EOF propagated). Several hosts:
-    output lines are prefixed ``[label] ``, stdin is not forwarded (each command sees EOF), hosts
-    run ``parallel`` at a time (1..MAX_PARALLEL). Raises the submit errors (nothing ran); per-host
-    SSH failures are recorded in the report (status 255) and do not stop the other hosts.
+    One host: the SSH connection is set up while the action is signed and logged (both take a few
+    milliseconds; doing them at once hides the shorter), then streams go straight through
+    (``stdin`` forwarded, EOF propagated). Several hosts: each host is connected after the action
+    is logged; output lines are prefixed ``[label] ``; stdin is not forwarded (each command sees
+    EOF); hosts run ``parallel`` at a time (1..MAX_PARALLEL). ``pin_host_keys``: connect to every
+    host first and put the fingerprint of the host key each one presented into the action, so
+    only that machine accepts it.
+
+    Raises the submit errors (then nothing ran). Per-host SSH failures are recorded in the report
+    (status 255, ``error``) and do not stop the other hosts.
     """
     out = stdout if stdout is not None else sys.stdout.buffer
     err = stderr if stderr is not None else sys.stderr.buffer
     t0 = time.perf_counter()
-    auth_key = identity.paramiko_key()
-    t_key = time.perf_counter()
     accounts = sorted({s.user for s in specs})
     if len(accounts) != 1:
         raise ConfigError(
             f"one action has one account, but the hosts log in as {', '.join(accounts)}; use -l"
         )
-    names = [s.hostname for s in specs]
-    action = build_action(identity, names, accounts[0], command, window=window, reason=reason)
-    logged = submit_action(log, identity, action)
-    if on_logged is not None:
-        on_logged(logged)
-    report = RunReport(logged)
-    report.timings.update(logged.timings)
-    report.timings["load_key"] = t_key - t0
-    env = {"GK_BUNDLE": logged.bundle}
+    if len({s.target_name for s in specs}) != len(specs):
+        raise ConfigError("two destinations resolve to the same host name")
+    auth_key = identity.paramiko_key()
     single = len(specs) == 1
-    lock = threading.Lock()
+    workers = 1 if single else min(max(parallel, 1), MAX_PARALLEL, len(specs))
+    pool = ThreadPoolExecutor(max_workers=workers)
+    timings: dict[str, float] = {"load_key": time.perf_counter() - t0}
 
-    def one(spec: sshclient.HostSpec) -> HostResult:
+    def open_one(spec: sshclient.HostSpec) -> sshclient.Connection | GatekeeperError:
         start = time.perf_counter()
-        if single:
-            o, e, closers = _direct(out), _direct(err), []
-        else:
-            po = _Prefixer(f"[{spec.label}] ".encode(), out, lock)
-            pe = _Prefixer(f"[{spec.label}] ".encode(), err, lock)
-            o, e, closers = po.write, pe.write, [po, pe]
         try:
-            with sshclient.connect(
+            return sshclient.connect(
                 spec, auth_key, resolver=resolver, accept_new=accept_new, timeout=connect_timeout
-            ) as conn:
-                t_conn = time.perf_counter()
-                status = conn.run(command, env, stdin if single else None, o, e)
-                if single:
-                    report.timings["ssh_connect"] = t_conn - start
-                    report.timings["ssh_exec"] = time.perf_counter() - t_conn
-            return HostResult(spec.label, status, seconds=time.perf_counter() - start)
+            )
         except GatekeeperError as exc:
-            return HostResult(spec.label, 255, error=str(exc), seconds=time.perf_counter() - start)
+            return exc
         finally:
-            for c in closers:
-                c.close()
+            if single:
+                timings["ssh_connect"] = time.perf_counter() - start
 
-    if single or parallel <= 1:
-        report.results = [one(s) for s in specs]
-    else:
-        with ThreadPoolExecutor(max_workers=min(parallel, MAX_PARALLEL, len(specs))) as pool:
-            report.results = list(pool.map(one, specs))
+    early: list[Future[sshclient.Connection | GatekeeperError]] = []
+    try:
+        if single or pin_host_keys:
+            early = [pool.submit(open_one, s) for s in specs]
+        targets: list[Target] = []
+        if pin_host_keys:
+            for spec, fut in zip(specs, early, strict=True):
+                c = fut.result()
+                pin = c.host_key_fingerprint if isinstance(c, sshclient.Connection) else None
+                targets.append(Target(spec.target_name, pin))
+        else:
+            targets = [Target(s.target_name) for s in specs]
+        action = build_action(identity, targets, accounts[0], command, window=window, reason=reason)
+        logged = submit_action(log, identity, action)
+        if on_logged is not None:
+            on_logged(logged)
+        report = RunReport(logged, timings=timings)
+        report.timings.update(logged.timings)
+        env = {"GK_BUNDLE": logged.bundle}
+        lock = threading.Lock()
+
+        def one(i: int) -> HostResult:
+            spec = specs[i]
+            start = time.perf_counter()
+            conn = early[i].result() if early else open_one(spec)
+            if isinstance(conn, GatekeeperError):
+                return HostResult(spec.label, 255, error=str(conn), seconds=time.perf_counter() - start)
+            if single:
+                o, e, closers = _direct(out), _direct(err), []
+            else:
+                po = _Prefixer(f"[{spec.label}] ".encode(), out, lock)
+                pe = _Prefixer(f"[{spec.label}] ".encode(), err, lock)
+                o, e, closers = po.write, pe.write, [po, pe]
+            t_run = time.perf_counter()
+            try:
+                status = conn.run(command, env, stdin if single else None, o, e)
+            except GatekeeperError as exc:
+                return HostResult(spec.label, 255, error=str(exc), seconds=time.perf_counter() - start)
+            finally:
+                conn.close()
+                for c in closers:
+                    c.close()
+            if single:
+                report.timings["ssh_exec"] = time.perf_counter() - t_run
+            return HostResult(spec.label, status, seconds=time.perf_counter() - start)
+
+        report.results = list(pool.map(one, range(len(specs))))
+    finally:
+        for fut in early:  # close whatever was opened but not run (a submit error)
+            c = fut.result()
+            if isinstance(c, sshclient.Connection):
+                c.close()
+        pool.shutdown(wait=True)
     report.timings["total"] = time.perf_counter() - t0
     return report

@@ -125,6 +125,13 @@ class HostSpec:
     def label(self) -> str:
         return self.alias
 
+    @property
+    def target_name(self) -> str:
+        """The host's name in the action: ``HostKeyAlias`` if configured (OpenSSH's "the name of
+        this host for host key purposes"), else ``HostName`` after resolution; lowercased. A
+        personal alias from the command line is never used: other people's configs differ."""
+        return (self.host_key_alias or self.hostname).lower()
+
 
 def _default_config_files() -> list[Path]:
     return [Path.home() / ".ssh" / "config", Path("/etc/ssh/ssh_config")]
@@ -216,6 +223,11 @@ class Connection:
         self.spec = spec
         self.transport = transport
         self._jumps = jumps
+
+    @property
+    def host_key_fingerprint(self) -> str:
+        """``SHA256:...`` of the host key this server presented (and known_hosts vouched for)."""
+        return knownhosts.fingerprint_blob(self.transport.get_remote_server_key().asbytes())
 
     def close(self) -> None:
         self.transport.close()
