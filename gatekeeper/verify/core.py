@@ -28,11 +28,8 @@ from personality.tlog.checkpoint import SignedCheckpoint, open_checkpoint
 from personality.tlog.merkle import leaf_hash, verify_inclusion
 from personality.tlog.note import verified_signatures
 
-__all__ = ["MAX_BUNDLE_TEXT", "Verified", "CheckpointCache", "check_static", "refusal", "one_line"]
+__all__ = ["Verified", "CheckpointCache", "check_static", "refusal", "one_line"]
 
-#: The GK_BUNDLE value is refused before parsing when longer than this (a 64 KiB entry, a proof of
-#: 63 hashes and a checkpoint with cosignatures base64-encode to well under it).
-MAX_BUNDLE_TEXT = 256 * 1024
 _MAX_MESSAGE = 300
 
 
@@ -146,10 +143,6 @@ def check_static(
             fingerprint=fp,
         )
     # 2. it parses, and its entry parses as an action
-    if len(text) > MAX_BUNDLE_TEXT:
-        return refusal(
-            Reason.MALFORMED_BUNDLE, f"GK_BUNDLE longer than {MAX_BUNDLE_TEXT} bytes", fingerprint=fp
-        )
     try:
         bundle = parse_bundle(text)
     except (GatekeeperError, PersonalityError) as exc:
