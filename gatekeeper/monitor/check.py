@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gatekeeper import action as _action
 from gatekeeper import sshsig
+from gatekeeper.allowed_signers import AllowedSigners
+from gatekeeper.allowed_signers import Signer as AllowedSigner
 from gatekeeper.errors import ActionFormatError, SignatureInvalid
 from gatekeeper.monitor.rules import RuleSet
 
@@ -39,7 +41,16 @@ except ImportError:  # pragma: no cover - PyNaCl is a paramiko dependency
     _HAVE_NACL = False
     _BadSignature = InvalidSignature
 
-__all__ = ["OK", "BAD_SIGNATURE", "MALFORMED", "UNKNOWN_SIGNER", "Checked", "EntryChecker", "CheckPool"]
+__all__ = [
+    "OK",
+    "BAD_SIGNATURE",
+    "MALFORMED",
+    "UNKNOWN_SIGNER",
+    "Checked",
+    "EntryChecker",
+    "CheckPool",
+    "SignerPrincipals",
+]
 
 OK = "ok"
 BAD_SIGNATURE = "bad-signature"
@@ -189,6 +200,23 @@ class EntryChecker:
 
     def check_batch(self, start: int, entries: Sequence[bytes]) -> list[Checked]:
         return [self.check(start + i, e) for i, e in enumerate(entries)]
+
+
+class SignerPrincipals:
+    """A picklable :data:`PrincipalLookup` over an allowed_signers file: the same answer as
+    ``AllowedSigners.principals_for(key, "action@gatekeeper", at)``, with lines indexed by key."""
+
+    def __init__(self, allowed: AllowedSigners) -> None:
+        self.by_openssh: dict[str, list[AllowedSigner]] = {}
+        for line in allowed.signers:
+            self.by_openssh.setdefault(line.key.openssh(), []).append(line)
+
+    def __call__(self, public_key: str, at: int) -> list[str]:
+        out: list[str] = []
+        for line in self.by_openssh.get(public_key, ()):
+            if line.allows_namespace(_action.NAMESPACE) and line.valid_at(at):
+                out.extend(p for p in line.principals if p not in out)
+        return out
 
 
 _WORKER: EntryChecker | None = None

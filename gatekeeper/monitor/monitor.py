@@ -36,9 +36,24 @@ from gatekeeper.monitor import check as _check
 from gatekeeper.monitor.alerts import Alert, AlertSink
 from gatekeeper.monitor.rules import RuleSet
 from gatekeeper.monitor.scan import Batch, Progress, TileSource, TruncatedLog, prove_consistency, scan_entries
-from gatekeeper.monitor.state import ProcessedHead, ScanState, load_scan_state, log_state_dir, save_scan_state
+from gatekeeper.monitor.state import (
+    ORIGIN_FILE,
+    ProcessedHead,
+    ScanState,
+    atomic_write,
+    load_scan_state,
+    log_state_dir,
+    save_scan_state,
+)
 from gatekeeper.verify.headstore import CommitStatus, HeadStore, StoredHead
-from personality.errors import FormatError, NotFoundError, PersonalityError, ProofError, VerificationError
+from personality.errors import (
+    FormatError,
+    NotFoundError,
+    PersonalityError,
+    ProofError,
+    UnavailableError,
+    VerificationError,
+)
 from personality.tlog.checkpoint import SignedCheckpoint, open_checkpoint
 from personality.tlog.note import NoteVerifier
 from personality.tlog.tiles import TILE_HEIGHT
@@ -165,6 +180,8 @@ class LogMonitor:
         self.rules = rules or RuleSet()
         self.dir = log_state_dir(state_root, target.origin)
         self.store = HeadStore.open(self.dir)
+        if not (self.dir / ORIGIN_FILE).exists():
+            atomic_write(self.dir / ORIGIN_FILE, target.origin.encode("utf-8") + b"\n")
         checker = _check.EntryChecker(
             self.rules, principals, keep_actions=observer is not None, opaque=opaque
         )
@@ -245,7 +262,7 @@ class LogMonitor:
             return self._result("halted", message=halt.detail)
         try:
             raw = self.target.source.read_checkpoint()
-        except (LogUnavailable, NotFoundError, LogMisbehaved) as exc:
+        except (LogUnavailable, UnavailableError, NotFoundError, LogMisbehaved, FormatError) as exc:
             self._alert("medium", "unavailable", f"cannot read the checkpoint: {exc}")
             return self._result("unavailable", message=str(exc))
         try:
@@ -340,7 +357,7 @@ class LogMonitor:
                     },
                 )
             return self._result("integrity", size=cp.size, message=str(exc))
-        except LogUnavailable as exc:
+        except (LogUnavailable, UnavailableError) as exc:
             self._alert("medium", "unavailable", f"cannot read tiles: {exc}")
             return self._result("unavailable", message=str(exc))
         return None

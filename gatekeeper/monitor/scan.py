@@ -22,10 +22,11 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
-from gatekeeper.errors import LogMisbehaved, LogUnavailable
+from gatekeeper.errors import LogMisbehaved
 from gatekeeper.monitor.check import Checked, CheckPool
+from personality.client import FetchTransport, HTTPTransport, LogClient, StaticTransport
 from personality.errors import FormatError, NotFoundError, ProofError
 from personality.tlog import merkle
 from personality.tlog.checkpoint import SignedCheckpoint
@@ -33,15 +34,14 @@ from personality.tlog.tiles import (
     TILE_HEIGHT,
     TILE_WIDTH,
     TilePath,
-    format_tile_path,
     parse_entry_bundle,
-    tile_hash_getter,
 )
 
 __all__ = [
     "TileSource",
     "DirectorySource",
     "FetchSource",
+    "ClientSource",
     "Batch",
     "TruncatedLog",
     "prove_consistency",
@@ -51,52 +51,60 @@ __all__ = [
 
 
 class TileSource(Protocol):
-    """Where the tile API is read from. Both methods raise ``NotFoundError`` for a missing
-    resource and ``LogUnavailable`` when the log cannot be reached."""
+    """Where a log is read from. Methods raise ``NotFoundError`` for a missing resource,
+    ``UnavailableError``/``LogUnavailable`` when the log cannot be reached, ``FormatError`` for
+    an oversized or malformed answer."""
 
     name: str
 
     def read_checkpoint(self) -> bytes: ...
 
-    def read_tile(self, tp: TilePath) -> bytes: ...
+    def read_tile(self, tp: TilePath) -> bytes:
+        """A hash tile or entry bundle (falling back to the full tile for a missing partial one)."""
+        ...
+
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]: ...
 
 
-class FetchSource:
-    """A :class:`TileSource` over a ``fetch(path) -> bytes`` callable (``"checkpoint"``,
-    ``"tile/0/000"`` …): the HTTP client, a static mirror, or a fault-injecting fake in tests."""
+class ClientSource:
+    """A :class:`TileSource` over :class:`personality.client.LogClient` (HTTP, a static
+    directory, or any fetch callable)."""
 
-    def __init__(self, fetch: Callable[[str], bytes], name: str = "log") -> None:
-        self._fetch = fetch
+    def __init__(self, client: LogClient, name: str) -> None:
+        self.client = client
         self.name = name
 
+    @classmethod
+    def at(cls, location: str, **http: Any) -> ClientSource:
+        """``http(s)://…`` (the log service, or a static web server with ``dynamic=False``) or a
+        directory holding a static mirror."""
+        if location.startswith(("http://", "https://")):
+            return cls(LogClient(HTTPTransport(location, **http)), location)
+        return cls(LogClient(StaticTransport(location)), location)
+
     def read_checkpoint(self) -> bytes:
-        return self._fetch("checkpoint")
+        return self.client.checkpoint()
 
     def read_tile(self, tp: TilePath) -> bytes:
-        return self._fetch(format_tile_path(tp))
+        return self.client.tile(tp)
+
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        return self.client.consistency_proof(size1, size2)
 
 
-class DirectorySource(FetchSource):
+class DirectorySource(ClientSource):
     """A static mirror: the tile API written as plain files under ``root``."""
 
-    MAX_FILE = 1 << 24  # the largest tile is 256 entries of 64 KiB
-
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        super().__init__(self._read, str(self.root))
+        super().__init__(LogClient(StaticTransport(root)), str(root))
 
-    def _read(self, path: str) -> bytes:
-        p = self.root / path
-        try:
-            with open(p, "rb") as fh:
-                data = fh.read(self.MAX_FILE + 1)
-        except FileNotFoundError:
-            raise NotFoundError(f"{p} does not exist") from None
-        except OSError as exc:
-            raise LogUnavailable(f"cannot read {p}: {exc}") from None
-        if len(data) > self.MAX_FILE:
-            raise LogMisbehaved(f"{p} is larger than any tile")
-        return data
+
+class FetchSource(ClientSource):
+    """A source over any ``fetch(path) -> bytes`` callable (``"checkpoint"``, ``"tile/0/000"``):
+    object stores, or a fault-injecting fake in tests."""
+
+    def __init__(self, fetch: Callable[[str], bytes], name: str = "log") -> None:
+        super().__init__(LogClient(FetchTransport(fetch)), name)
 
 
 class TruncatedLog(LogMisbehaved):
@@ -117,28 +125,15 @@ def prove_consistency(source: TileSource, old_size: int, old_root: bytes, new: S
     if old_size == new.size or old_size == 0:
         merkle.verify_consistency(old_size, new.size, old_root, new.root, [])
         return
-    get = tile_hash_getter(new.size, source.read_tile)
     try:
-        proof = merkle.consistency_proof(old_size, new.size, get)
+        proof = source.consistency_proof(old_size, new.size)
     except FormatError as exc:
-        raise LogMisbehaved(f"malformed hash tile: {exc}") from None
+        raise LogMisbehaved(f"malformed hash tile or proof: {exc}") from None
     merkle.verify_consistency(old_size, new.size, old_root, new.root, proof)
 
 
 def _read_bundle(source: TileSource, n: int, width: int) -> list[bytes]:
-    """Entry bundle ``n`` with ``width`` entries; falls back to the full bundle (C2SP tlog-tiles
-    lets a log drop a partial tile once the full one exists)."""
-    try:
-        data = source.read_tile(TilePath(None, n, width))
-        return parse_entry_bundle(data, width)
-    except NotFoundError:
-        if width == TILE_WIDTH:
-            raise
-    except FormatError:
-        if width == TILE_WIDTH:
-            raise
-    data = source.read_tile(TilePath(None, n, TILE_WIDTH))
-    return parse_entry_bundle(data, TILE_WIDTH)[:width]
+    return parse_entry_bundle(source.read_tile(TilePath(None, n, width)), width)
 
 
 def read_entries(source: TileSource, start: int, end: int, size: int) -> Iterator[tuple[int, list[bytes]]]:

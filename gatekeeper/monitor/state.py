@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 PROGRESS_FILE = "progress.json"
+ORIGIN_FILE = "origin"  # the log origin, for people and `gk monitor status`
 _VERSION = 1
 
 
