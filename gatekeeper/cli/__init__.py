@@ -21,6 +21,8 @@ _COMMANDS = (
     "gatekeeper.cli.agent_cmd",
     "gatekeeper.cli.exec_cmd",
     "gatekeeper.cli.client_cmd",
+    "gatekeeper.cli.monitor_cmd",
+    "gatekeeper.cli.audit_cmd",
 )
 
 
