@@ -378,3 +378,38 @@ def test_fork_alarm_posts_the_webhook(env: Env) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_concurrent_uses_of_one_action_run_once(env: Env) -> None:
+    assert env.run_new()[0].allowed
+    w = env.world
+    action = w.action()
+    request = w.request(w.bundle_text(action), action)  # newer checkpoint: both await a proof
+
+    async def both() -> list[Decision]:
+        return list(await asyncio.gather(env.gate.decide(request), env.gate.decide(request)))
+
+    reasons = sorted(d.reason.code for d in asyncio.run(both()))
+    assert reasons == ["allowed", "replay"]
+
+
+def test_concurrent_newer_checkpoints_reverify_against_the_moved_head(env: Env) -> None:
+    assert env.run_new()[0].allowed
+    head = env.store.newest_head(ORIGIN)
+    assert head is not None
+    w = env.world
+    a1, a2 = w.action(), w.action()
+    r1 = w.request(w.bundle_text(a1), a1)  # size head+1
+    r2 = w.request(w.bundle_text(a2), a2)  # size head+2
+    env.log.calls.clear()
+
+    async def both() -> list[Decision]:
+        return list(await asyncio.gather(env.gate.decide(r2), env.gate.decide(r1)))
+
+    decisions = asyncio.run(both())
+    assert all(d.allowed for d in decisions), [d.message for d in decisions]
+    newest = env.store.newest_head(ORIGIN)
+    assert newest is not None and newest.size == head.size + 2
+    # whichever committed second was verified again against the head the first one stored
+    assert [h.size for h in env.store.heads(ORIGIN)][-3:] == [head.size, head.size + 1, head.size + 2]
+    assert len(env.log.calls) >= 3
