@@ -246,8 +246,8 @@ class VerifyingGate:
                 )
             return _Plan(None, None, refresh=True)  # the fast path: no fetch
         head = self.store.newest_head(origin)
-        if head is None:
-            return _Plan(cp, 0, refresh=False)
+        if head is None:  # trust on first use; the background refresh checks it against the log's latest
+            return _Plan(cp, 0, refresh=True)
         earlier = self.store.spent(v.nonce, v.fingerprint)
         if earlier is not None:  # a replay: refuse before asking the log anything
             return self._replay(v, earlier)
