@@ -66,6 +66,7 @@ def test_allowed_command_runs_and_returns_output_and_status(agent, gate, client_
     assert request.bundle == "BUNDLE-1"
     assert request.frontend == "agent"
     assert request.peer.startswith("127.0.0.1:")
+    assert wait_until(lambda: gate.exits)  # journalled just after the client got the status
     assert [status for _, status in gate.exits] == [3]
 
 
@@ -134,6 +135,7 @@ def test_exit_signal_is_reported(agent, gate, client_key) -> None:
     result = run(agent, client_key, "kill -KILL $$")
     assert result.exit_signal is not None
     assert result.exit_signal[0] == "KILL"
+    assert wait_until(lambda: gate.exits)
     assert gate.exits[0][1] is None
 
 

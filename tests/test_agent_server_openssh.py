@@ -234,6 +234,7 @@ def test_exit_signal(agent, gate, client_key, identity) -> None:
     gate.allow(client_key, ME, "kill -TERM $$")
     proc = ssh(agent, identity, "kill -TERM $$")
     assert proc.returncode == 255  # OpenSSH's way to report a remote signal
+    assert wait_until(lambda: gate.exits)
     assert gate.exits[0][1] is None
 
 

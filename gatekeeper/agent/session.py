@@ -16,7 +16,7 @@ on stderr and the reason's exit status, and nothing is spawned):
 4. Output is pumped byte for byte with flow control in both directions. After the child exited
    *and* both of its pipes reached EOF, the channel's send buffer is drained completely, then EOF,
    then ``exit-status`` (or ``exit-signal``) and close: the client always has all of stdout and
-   stderr before it learns the status. Then ``gate.record_exit``.
+   stderr before it learns the status. Then ``gate.record_exit`` (off the client's critical path).
 5. Client ``signal`` requests go to the child's process group. If the client disconnects, the
    group gets SIGTERM, then SIGKILL after ``kill_grace`` seconds.
 """
@@ -349,12 +349,12 @@ class ExecSession(asyncssh.SSHServerSession[bytes]):
         await asyncio.gather(*pumps, return_exceptions=True)
         if self._hard_kill is not None and not self._lost:
             self._hard_kill.cancel()
+        # The client learns the outcome first; journalling the exit (an fsync) is not on its path.
         if returncode >= 0:
-            ctx.gate.record_exit(request, decision, returncode)
             await self._finish(returncode, None)
         else:
-            ctx.gate.record_exit(request, decision, None)
             await self._finish(None, None, signal=signal_name(returncode))
+        ctx.gate.record_exit(request, decision, returncode if returncode >= 0 else None)
 
     async def _decide(self, request: ExecRequest) -> Decision:
         ctx = self._ctx
