@@ -1,0 +1,412 @@
+"""Benchmark: what does Gatekeeper add to one SSH command? Side by side in one run, a new SSH
+connection each time, alternating between the variants to cancel drift:
+
+- ``plain_agent``: plain paramiko (TCP_NODELAY on its socket) runs ``true`` on an agent whose gate is
+  switched off (:class:`UnsafeAllowAllGate`, defined here and only here);
+- ``gk_ssh_agent``: ``gk ssh host true`` (in process: :func:`gatekeeper.client.run.run_on_hosts`)
+  against an identical agent with the real verifying gate and a real log: sign, POST /add and wait
+  for integration, verify the proof and the consistency with the stored checkpoint, SSH with
+  ``GK_BUNDLE``, host verification (bundle, signature, nonce, checkpoint, consistency, fsync);
+- ``plain_sshd``: plain paramiko ``true`` against a stock OpenSSH sshd (no Gatekeeper), when one can
+  run here (root, Debian's openssh-server, the ``gktest`` account);
+- ``cli_*``: the same two agent variants as separate processes (``gk ssh`` vs a minimal paramiko
+  script), to show Python's start-up cost, which ``gk ssh`` pays on every call.
+
+The split of ``gk_ssh_agent`` comes from the client's own timers: ``sign``, ``log`` (POST /add until
+the entry is integrated and proven), ``verify`` (client-side proof + consistency), ``store``
+(checkpoint state fsync), ``ssh_connect`` (runs concurrently with the three before it), ``ssh_exec``
+(exec request until exit status: includes the host's verification). The host's verification is
+estimated as ``ssh_exec(gk) - exec(plain)``.
+
+Run: ``.venv/bin/python bench/bench_gk_ssh.py [--n 40] [--quick]``; prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import getpass
+import io
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import asyncssh  # noqa: E402
+import common  # noqa: E402
+import paramiko  # noqa: E402
+
+from gatekeeper.gate import Decision, ExecRequest, Reason  # noqa: E402
+
+REPO = common.REPO
+GK = [sys.executable, "-m", "gatekeeper"]
+USER = getpass.getuser()
+
+
+class UnsafeAllowAllGate:
+    """Allows every request: the gate-off baseline of this benchmark. Never use it anywhere else."""
+
+    async def decide(self, request: ExecRequest) -> Decision:
+        return Decision(Reason.ALLOWED, "", index=0)
+
+    def record_exit(self, request: ExecRequest, decision: Decision, exit_status: int | None) -> None:
+        pass
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "GK_CONFIG")}
+
+
+# -- servers ----------------------------------------------------------------------------------------
+
+
+class Proc:
+    def __init__(self, argv: list[str], ready: str, cwd: Path = REPO) -> None:
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=cwd, env=_env()
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 30
+        self.line = ""
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if re.search(ready, line):
+                self.line = line.strip()
+                return
+        self.stop()
+        raise RuntimeError(f"{argv[:5]} did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_log(tmp: Path) -> tuple[Proc, str, str, str]:
+    """The real log (``gk log serve``) in a subprocess. Returns (proc, url, vkey, kind)."""
+    help_text = subprocess.run([*GK, "log", "--help"], capture_output=True, text=True, cwd=REPO).stdout
+    if "serve" in help_text:
+        return _start_real_log(tmp)
+    common.log("gk log serve is not available: using the in-test log (tests/test_submit_fakelog.py)")
+    proc = Proc([sys.executable, __file__, "--serve-fake-log"], r"^fakelog ")
+    _, url, vkey = proc.line.split()
+    return proc, url, vkey, "fake"
+
+
+def _start_real_log(tmp: Path) -> tuple[Proc, str, str, str]:
+    raise RuntimeError("gk log serve wiring not written yet")
+
+
+def _serve_fake_log() -> None:
+    sys.path.insert(0, str(REPO))
+    from tests.test_submit_fakelog import FakeLog, running
+
+    with running(FakeLog()) as fake:
+        print(f"fakelog {fake.url} {fake.vkey}", flush=True)
+        signal.sigwait({signal.SIGTERM, signal.SIGINT})
+
+
+def start_agent(
+    tmp: Path, name: str, url: str, vkey: str, user_pub: str, unsafe: bool
+) -> tuple[Proc, int, Path]:
+    d = tmp / name
+    subprocess.run(
+        [
+            *GK,
+            "agent",
+            "init",
+            str(d),
+            "--name",
+            name,
+            "--log",
+            url,
+            "--log-key",
+            vkey,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+        env=_env(),
+    )
+    (d / "authorized_keys").write_text(user_pub)
+    if unsafe:
+        argv = [sys.executable, __file__, "--serve-unsafe-agent", str(d / "agent.toml")]
+    else:
+        argv = [*GK, "agent", "serve", "--config", str(d / "agent.toml")]
+    proc = Proc(argv, r"^listening on ")
+    return proc, int(proc.line.rsplit(":", 1)[1]), d / "host_key.pub"
+
+
+def _serve_unsafe_agent(config: str) -> None:
+    from gatekeeper.agent.config import load_config
+    from gatekeeper.agent.wiring import serve
+
+    sys.exit(serve(load_config(config), gate=UnsafeAllowAllGate()))
+
+
+def start_sshd(tmp: Path, user_pub: str) -> tuple[Any, int, Path, str] | None:
+    """A stock sshd (no Gatekeeper) for the ``gktest`` account, or None if it cannot run here."""
+    sys.path.insert(0, str(REPO))
+    try:
+        from tests import sshd_fixture as sf
+    except Exception as exc:  # the fixture module is optional for this benchmark
+        common.log(f"no sshd baseline: {exc}")
+        return None
+    why = sf.unavailable_reason()
+    if why:
+        common.log(f"no sshd baseline: {why}")
+        return None
+    user = sf.ensure_account()
+    work = tmp / "sshd"
+    work.mkdir(mode=0o755)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "host_key")], check=True)
+    (work / "authorized_keys").write_text(user_pub)
+
+    def config(port: int) -> str:
+        return (
+            f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {work}/host_key\nPidFile none\nStrictModes no\n"
+            f"UsePAM no\nAuthorizedKeysFile {work}/authorized_keys\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nPermitRootLogin no\nPrintMotd no\n"
+        )
+
+    sshd = sf.Sshd(work, config)
+    sshd.start()
+    return sshd, sshd.port, work / "host_key.pub", user.pw_name
+
+
+# -- clients ----------------------------------------------------------------------------------------
+
+
+def plain_exec(port: int, user: str, key: paramiko.PKey, host_pub: str, command: bytes = b"true") -> float:
+    """Plain paramiko: socket with TCP_NODELAY, handshake, host key check, auth, exec, exit status."""
+    t0 = time.perf_counter()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    t = paramiko.Transport(sock)
+    try:
+        t.start_client(timeout=10)
+        if t.get_remote_server_key().get_base64() != host_pub.split()[1]:
+            raise RuntimeError("host key mismatch")
+        t.auth_publickey(user, key)
+        t1 = time.perf_counter()
+        chan = t.open_session()
+        chan.exec_command(command)
+        status = chan.recv_exit_status()
+        t2 = time.perf_counter()
+    finally:
+        t.close()
+    if status != 0:
+        raise RuntimeError(f"plain exec exited {status}")
+    plain_exec.last_split = {"ssh_connect": t1 - t0, "ssh_exec": t2 - t1}  # type: ignore[attr-defined]
+    return time.perf_counter() - t0
+
+
+_PLAIN_SCRIPT = """
+import socket, sys, paramiko
+port, user, key = int(sys.argv[1]), sys.argv[2], paramiko.PKey.from_path(sys.argv[3])
+s = socket.create_connection(("127.0.0.1", port)); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+t = paramiko.Transport(s); t.start_client(timeout=10); t.auth_publickey(user, key)
+c = t.open_session(); c.exec_command(b"true"); rc = c.recv_exit_status(); t.close(); sys.exit(rc)
+"""
+
+
+def ms(v: float) -> float:
+    return round(v * 1000, 2)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    v = sorted(values)
+    return {
+        "median_ms": ms(statistics.median(v)),
+        "p90_ms": ms(v[min(len(v) - 1, int(0.9 * len(v)))]),
+        "min_ms": ms(v[0]),
+        "n": len(v),
+    }
+
+
+def main() -> None:
+    p = common.arg_parser(__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=40, help="samples per in-process variant")
+    p.add_argument("--cli-n", type=int, default=8, help="samples per CLI variant")
+    args = p.parse_args()
+    n = 12 if args.quick else args.n
+    cli_n = 3 if args.quick else args.cli_n
+
+    from gatekeeper.client import identity as ident
+    from gatekeeper.client import sshclient
+    from gatekeeper.client.run import run_on_hosts
+    from gatekeeper.client.submit import LogSettings
+
+    tmp = Path(tempfile.mkdtemp(prefix="gk-bench-ssh-"))
+    os.chmod(tmp, 0o755)
+    user_key = asyncssh.generate_private_key("ssh-ed25519")
+    key_path = tmp / "id_ed25519"
+    user_key.write_private_key(str(key_path))
+    user_pub = user_key.export_public_key("openssh").decode()
+    pkey = paramiko.PKey.from_path(str(key_path))
+    procs: list[Proc] = []
+    sshd = None
+    try:
+        log_proc, url, vkey, log_kind = start_log(tmp)
+        procs.append(log_proc)
+        gated, gated_port, gated_pub = start_agent(tmp, "web-01", url, vkey, user_pub, unsafe=False)
+        procs.append(gated)
+        open_, open_port, open_pub = start_agent(tmp, "web-02", url, vkey, user_pub, unsafe=True)
+        procs.append(open_)
+        common.log(f"log ({log_kind}) at {url}; gated agent :{gated_port}; gate-off agent :{open_port}")
+        sshd_info = start_sshd(tmp, user_pub)
+        if sshd_info:
+            sshd = sshd_info[0]
+
+        kh = tmp / "known_hosts"
+        cfg = tmp / "ssh_config"
+        kind, b64 = gated_pub.read_text().split()[:2]
+        kh.write_text(f"web-01 {kind} {b64}\n")
+        cfg.write_text(
+            f"Host web-01\n  HostName 127.0.0.1\n  Port {gated_port}\n  HostKeyAlias web-01\n  User {USER}\n"
+            f"  UserKnownHostsFile {kh}\n  GlobalKnownHostsFile /dev/null\n"
+        )
+        resolver = sshclient.Resolver([cfg])
+        spec = resolver.resolve("web-01")
+        me = ident.from_file(key_path)
+        settings = LogSettings.from_strings(url, vkey, None, tmp / "client-state", timeout=10)
+
+        def gk_once() -> tuple[float, dict[str, float]]:
+            t0 = time.perf_counter()
+            report = run_on_hosts(
+                specs=[spec],
+                identity=me,
+                log=settings,
+                command=b"true",
+                window=300,
+                resolver=resolver,
+                stdin=None,
+                stdout=io.BytesIO(),
+                stderr=io.BytesIO(),
+            )
+            total = time.perf_counter() - t0
+            if report.exit_status != 0:
+                raise RuntimeError(f"gk ssh exited {report.exit_status}")
+            return total, dict(report.timings)
+
+        open_pub_text = open_pub.read_text()
+        variants: dict[str, list[float]] = {"plain_agent": [], "gk_ssh_agent": []}
+        plain_split: dict[str, list[float]] = {"ssh_connect": [], "ssh_exec": []}
+        gk_split: dict[str, list[float]] = {}
+        if sshd_info:
+            variants["plain_sshd"] = []
+            sshd_pub = sshd_info[2].read_text()
+        for _ in range(3):  # warm-up: imports, caches, the agents' first log fetch
+            plain_exec(open_port, USER, pkey, open_pub_text)
+            gk_once()
+        common.log(f"measuring {n} rounds")
+        for _ in range(n):
+            variants["plain_agent"].append(plain_exec(open_port, USER, pkey, open_pub_text))
+            for k, v in plain_exec.last_split.items():  # type: ignore[attr-defined]
+                plain_split[k].append(v)
+            total, split = gk_once()
+            variants["gk_ssh_agent"].append(total)
+            for k, v in split.items():
+                gk_split.setdefault(k, []).append(v)
+            if sshd_info:
+                variants["plain_sshd"].append(plain_exec(sshd_info[1], sshd_info[3], pkey, sshd_pub))
+
+        common.log(f"measuring {cli_n} CLI rounds")
+        cli: dict[str, list[float]] = {"cli_plain_paramiko_agent": [], "cli_gk_ssh_agent": []}
+        gk_argv = [
+            *GK,
+            "ssh",
+            "-F",
+            str(cfg),
+            "--log",
+            url,
+            "--log-key",
+            vkey,
+            "--state",
+            str(tmp / "cli-state"),
+            "-i",
+            str(key_path),
+            "-n",
+            "web-01",
+            "--",
+            "true",
+        ]
+        plain_argv = [sys.executable, "-c", _PLAIN_SCRIPT, str(open_port), USER, str(key_path)]
+        for _ in range(cli_n):
+            for name, argv in (("cli_plain_paramiko_agent", plain_argv), ("cli_gk_ssh_agent", gk_argv)):
+                t0 = time.perf_counter()
+                subprocess.run(argv, check=True, capture_output=True, cwd=REPO, env=_env())
+                cli[name].append(time.perf_counter() - t0)
+
+        results: dict[str, Any] = {k: summary(v) for k, v in variants.items()}
+        results.update({k: summary(v) for k, v in cli.items()})
+        overhead = statistics.median(variants["gk_ssh_agent"]) - statistics.median(variants["plain_agent"])
+        host_verify = statistics.median(gk_split["ssh_exec"]) - statistics.median(plain_split["ssh_exec"])
+        results["gk_ssh_split_median_ms"] = {k: ms(statistics.median(v)) for k, v in gk_split.items()}
+        results["plain_split_median_ms"] = {k: ms(statistics.median(v)) for k, v in plain_split.items()}
+        results["overhead_median_ms"] = ms(overhead)
+        results["host_verification_estimate_ms"] = ms(host_verify)
+        results["cli_overhead_median_ms"] = ms(
+            statistics.median(cli["cli_gk_ssh_agent"]) - statistics.median(cli["cli_plain_paramiko_agent"])
+        )
+        results["log"] = log_kind
+        common.emit(
+            {
+                "benchmark": "gk_ssh",
+                "quick": args.quick,
+                "machine": common.machine_info(),
+                "results": results,
+                "targets": [
+                    common.target(
+                        "gk ssh overhead vs plain paramiko, median, new connection each",
+                        ms(overhead),
+                        "<=",
+                        10.0,
+                        "ms",
+                        "issue 5",
+                    )
+                ],
+                "notes": [
+                    "in-process variants alternate within each round; medians over all rounds",
+                    "ssh_connect overlaps sign+log+verify+store in gk ssh (they run concurrently)",
+                    "host verification estimate = median ssh_exec(gk ssh) - median ssh_exec(plain)",
+                    "cli_* include Python start-up and imports for both variants",
+                ],
+            }
+        )
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        if sshd is not None:
+            sshd.stop()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-fake-log":
+        _serve_fake_log()
+    elif len(sys.argv) > 2 and sys.argv[1] == "--serve-unsafe-agent":
+        _serve_unsafe_agent(sys.argv[2])
+    else:
+        main()
