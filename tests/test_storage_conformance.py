@@ -70,14 +70,65 @@ def test_compare_and_swap_refuses_a_stale_old_checkpoint(stores: tuple[Sequencin
     assert seq.lookup([leaf_hash(b"x")]) == {}
 
 
-def test_duplicate_leaf_hash_aborts_the_whole_commit(stores: tuple[SequencingStore, TileStore]) -> None:
+def test_taken_index_aborts_the_whole_commit(stores: tuple[SequencingStore, TileStore]) -> None:
     seq, _ = stores
     h = leaf_hash(b"x")
     seq.commit(None, b"cp-1", [(h, 0)])
     with pytest.raises(StorageError):
-        seq.commit(b"cp-1", b"cp-2", [(leaf_hash(b"y"), 1), (h, 2)])
+        seq.commit(b"cp-1", b"cp-2", [(leaf_hash(b"y"), 1), (leaf_hash(b"z"), 0)])
     assert seq.checkpoint() == b"cp-1"
-    assert seq.lookup([leaf_hash(b"y"), h]) == {h: 0}
+    assert seq.lookup([leaf_hash(b"y"), leaf_hash(b"z"), h]) == {h: 0}
+
+
+def test_lock_sequencer_excludes_a_second_sequencer(tmp_path: Path) -> None:
+    a = MemorySequencingStore()
+    a.lock_sequencer()
+    with pytest.raises(ConflictError):
+        a.lock_sequencer()
+    s1, _ = open_sqlite(tmp_path / "log.db")
+    s2, _ = open_sqlite(tmp_path / "log.db")
+    s1.lock_sequencer()
+    with pytest.raises(ConflictError, match="already sequencing"):
+        s2.lock_sequencer()
+    s1.close()
+    s2.lock_sequencer()
+    s2.close()
+
+
+@pytest.mark.parametrize("merge_every", [1, 7, 1000])
+def test_sqlite_dedupe_index_across_merges_and_reopen(tmp_path: Path, merge_every: int) -> None:
+    seq, _ = open_sqlite(tmp_path / "log.db", merge_every=merge_every)
+    reader, _ = open_sqlite(tmp_path / "log.db")  # another process's view of the same file
+    hs = _hashes(300)
+    cp = None
+    for start in range(0, 300, 37):
+        batch = [(h, start + i) for i, h in enumerate(hs[start : start + 37])]
+        new = f"cp-{start}".encode()
+        seq.commit(cp, new, batch)
+        cp = new
+        assert seq.lookup(hs[: start + 37] + _hashes(3, start=900)) == {
+            h: i for i, h in enumerate(hs[: start + 37])
+        }
+        assert reader.lookup(hs[start : start + 37]) == dict(batch)
+    seq.close()
+    again, _ = open_sqlite(tmp_path / "log.db", merge_every=merge_every)
+    assert again.lookup(hs) == {h: i for i, h in enumerate(hs)}
+    again.close()
+    reader.close()
+
+
+def test_sqlite_dedupe_prefix_collisions(tmp_path: Path) -> None:
+    # Leaf hashes that share their first 8 bytes but differ after: kept apart by the overflow.
+    base = leaf_hash(b"collide")
+    hs = [base[:8] + bytes([i]) * 24 for i in range(5)]
+    seq, _ = open_sqlite(tmp_path / "log.db", merge_every=2)
+    seq.commit(None, b"a", [(hs[0], 0), (hs[1], 1)])
+    seq.commit(b"a", b"b", [(hs[2], 2), (hs[3], 3)])
+    assert seq.lookup(hs) == {hs[0]: 0, hs[1]: 1, hs[2]: 2, hs[3]: 3}
+    seq.close()
+    again, _ = open_sqlite(tmp_path / "log.db")
+    assert again.lookup(hs) == {hs[0]: 0, hs[1]: 1, hs[2]: 2, hs[3]: 3}
+    again.close()
 
 
 def test_concurrent_commits_from_the_same_checkpoint_one_wins(

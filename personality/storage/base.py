@@ -63,12 +63,22 @@ class SequencingStore(Protocol):
       for byte, ``old``. Otherwise it raises :class:`ConflictError` and changes nothing. This is what
       makes "never two different checkpoints for the same size" hold even when two sequencers run
       by mistake: the loser never publishes what it signed.
-    * **One sequencer.** A driver for a shared database may also take a lock in :meth:`open`-like
-      constructors so a second sequencer fails fast; the compare-and-swap stays the safety net.
-      Readers (stateless front ends) only call :meth:`checkpoint` and :meth:`lookup`.
+    * **One sequencer.** The sequencer calls :meth:`lock_sequencer` before anything else and holds
+      the lock until :meth:`close` (or its process dies). This matters beyond the CAS: tiles are
+      written *before* the commit, so a second sequencer could overwrite committed tiles even
+      though its commit would then fail. SQLite: an exclusive ``flock`` on a file beside the
+      database; PostgreSQL: a session advisory lock. Readers (stateless front ends) never lock;
+      they only call :meth:`checkpoint` and :meth:`lookup`.
     * **Concurrency.** Reads may run concurrently with a commit and see either the state before or
       after it, never a mix.
     """
+
+    def lock_sequencer(self) -> None:
+        """Become the only sequencer of this store until :meth:`close`.
+
+        Raises :class:`ConflictError` at once if another sequencer (process or object) holds it.
+        """
+        ...
 
     def checkpoint(self) -> bytes | None:
         """The latest committed signed checkpoint (note text), or ``None`` for a new store."""
@@ -85,9 +95,11 @@ class SequencingStore(Protocol):
     def commit(self, old: bytes | None, new: bytes, leaves: Sequence[tuple[bytes, int]]) -> None:
         """Atomically: check the stored checkpoint is ``old``, store ``new``, add ``leaves``.
 
-        ``leaves`` are ``(leaf_hash, index)`` dedupe rows for the entries this checkpoint adds.
-        A leaf hash that is already stored is a caller bug and raises :class:`StorageError`
-        (nothing changes). Raises :class:`ConflictError` if the checkpoint is not ``old``.
+        ``leaves`` are ``(leaf_hash, index)`` dedupe rows for the entries this checkpoint adds, in
+        index order. The caller (the one sequencer, holding the lock) guarantees they are new: it
+        looked them up first. An index that is already taken raises :class:`StorageError` and
+        changes nothing; a driver may also refuse a leaf hash that is already stored, but need
+        not pay for checking. Raises :class:`ConflictError` if the checkpoint is not ``old``.
         """
         ...
 

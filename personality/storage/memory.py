@@ -55,13 +55,26 @@ class MemorySequencingStore:
         self._lock = threading.Lock()
         self._checkpoint: bytes | None = None
         self._leaves: dict[bytes, int] = {}
+        self._indexes: set[int] = set()
         self._faults = _Faults()
+        self._locked = False
         self.commits = 0
 
     def inject(self, method: str, fault: Fault) -> None:
         """Make the next call of ``method`` (``checkpoint``, ``lookup``, ``commit``) fail."""
         with self._lock:
             self._faults.inject(method, fault)
+
+    def lock_sequencer(self) -> None:
+        with self._lock:
+            if self._locked:
+                raise ConflictError("another sequencer holds this log's lock")
+            self._locked = True
+
+    def unlock(self) -> None:
+        """Let another sequencer object take over (the memory store survives its sequencer)."""
+        with self._lock:
+            self._locked = False
 
     def checkpoint(self) -> bytes | None:
         with self._lock:
@@ -90,18 +103,21 @@ class MemorySequencingStore:
             if self._checkpoint != old:
                 raise ConflictError("the stored checkpoint changed: another sequencer is running")
             seen: set[bytes] = set()
-            for h, _ in leaves:
+            for h, i in leaves:
                 if h in self._leaves or h in seen:
                     raise StorageError(f"leaf hash {h.hex()} is already in the dedupe index")
+                if i in self._indexes:
+                    raise StorageError(f"index {i} is already taken")
                 seen.add(h)
             self._checkpoint = new
             self._leaves.update(leaves)
+            self._indexes.update(i for _, i in leaves)
             self.commits += 1
             if fault is Fault.FAIL_AFTER:
                 _raise("commit", fault)
 
     def close(self) -> None:
-        pass
+        self.unlock()
 
 
 class MemoryTileStore:
