@@ -21,6 +21,7 @@ import asyncssh
 import paramiko
 import pytest
 
+from gatekeeper import sshsig
 from gatekeeper.client import identity as ident
 from gatekeeper.client import sshclient
 from gatekeeper.client.run import run_on_hosts
@@ -45,6 +46,7 @@ class Fleet:
     log_url: str
     log_vkey: str
     key: Path
+    public: str
     ssh_config: Path
     agents: dict[str, Agent]
     tmp: Path
@@ -103,6 +105,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     user = asyncssh.generate_private_key("ssh-ed25519")
     key = tmp / "id_ed25519"
     user.write_private_key(str(key))
+    key.chmod(0o600)
     pub = user.export_public_key("openssh").decode()
     with running(FakeLog()) as log:
         agents: dict[str, Agent] = {}
@@ -119,7 +122,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                 c.write(
                     f"Host *\n  User {USER}\n  UserKnownHostsFile {kh}\n  GlobalKnownHostsFile /dev/null\n"
                 )
-            yield Fleet(log.url, log.vkey, key, cfg, agents, tmp)
+            yield Fleet(log.url, log.vkey, key, pub, cfg, agents, tmp)
         finally:
             for a in agents.values():
                 os.kill(a.proc.pid, signal.SIGTERM)
@@ -128,12 +131,21 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                     a.proc.stdout.close()
 
 
-def run(fleet: Fleet, hosts: list[str], command: bytes, stdin: bytes | None = None, parallel: int = 1):  # type: ignore[no-untyped-def]
+def run(  # type: ignore[no-untyped-def]
+    fleet: Fleet,
+    hosts: list[str],
+    command: bytes,
+    stdin: bytes | None = None,
+    parallel: int = 1,
+    identity: ident.Identity | None = None,
+    pin: bool = False,
+):
     r = sshclient.Resolver([fleet.ssh_config])
     out, err = io.BytesIO(), io.BytesIO()
     report = run_on_hosts(
         specs=[r.resolve(h) for h in hosts],
-        identity=ident.from_file(fleet.key),
+        identity=identity or ident.from_file(fleet.key),
+        pin_host_keys=pin,
         log=fleet.settings(),
         command=command,
         window=300,
@@ -174,6 +186,26 @@ def test_one_action_on_two_hosts_with_prefixes(fleet: Fleet) -> None:
     assert sorted(out.splitlines()) == [f"[web-01] {USER} ran".encode(), f"[web-02] {USER} ran".encode()]
     names = [t.name for t in report.submit.action.targets]
     assert names == ["web-01", "web-02"]
+
+
+def test_signing_and_login_through_ssh_agent(fleet: Fleet) -> None:
+    from tests.keys import Key, ssh_agent
+
+    with ssh_agent(fleet.tmp, Key(fleet.key, fleet.public)) as sock:
+        me = ident.from_agent(agent_path=sock)
+        assert me.key_file is None
+        report, out, _ = run(fleet, ["web-01"], b"echo via-agent", identity=me)
+    assert (report.exit_status, out) == (0, b"via-agent\n")
+
+
+def test_pinned_host_keys(fleet: Fleet) -> None:
+    report, out, _ = run(fleet, ["web-01", "web-02"], b"echo pinned", pin=True)
+    assert report.exit_status == 0
+    pins = {t.name: t.host_key for t in report.submit.action.targets}
+    for name in ("web-01", "web-02"):
+        kind, b64 = (fleet.tmp / name / "host_key.pub").read_text().split()[:2]
+        assert pins[name] == sshsig.fingerprint(f"{kind} {b64}")
+    assert sorted(out.splitlines()) == [b"[web-01] pinned", b"[web-02] pinned"]
 
 
 def test_multi_host_one_unreachable_host(fleet: Fleet) -> None:

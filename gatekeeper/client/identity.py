@@ -9,10 +9,11 @@ parses signatures. Errors are :class:`~gatekeeper.errors.ConfigError` (exit 78).
 from __future__ import annotations
 
 import asyncio
+import base64
 import getpass
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,13 @@ class Identity:
     key_file: Path | None = None
     passphrase: str | None = None
     agent_path: str | None = None
+    _agent: Any = field(default=None, repr=False, compare=False)  # paramiko.Agent, while in use
+
+    def close(self) -> None:
+        """Close the ssh-agent connection opened by :meth:`paramiko_key` (idempotent)."""
+        if self._agent is not None:
+            self._agent.close()
+            self._agent = None
 
     @property
     def fingerprint(self) -> str:
@@ -54,7 +62,8 @@ class Identity:
         return asyncio.run(sshsig.sign_agent(message, NAMESPACE, self.public_key, self.agent_path))
 
     def paramiko_key(self) -> paramiko.PKey:
-        """The same key for SSH user authentication (a paramiko key or agent key)."""
+        """The same key for SSH user authentication (a paramiko key, or an agent key whose agent
+        connection stays open until :meth:`close`)."""
         import paramiko
 
         if self.key_file is not None:
@@ -64,10 +73,22 @@ class Identity:
             except (OSError, paramiko.SSHException, ValueError) as exc:
                 raise ConfigError(f"cannot load private key {self.key_file}: {exc}") from None
         want = sshsig.parse_public_key(self.public_key).blob
-        agent = paramiko.Agent()
+        self.close()
+        saved = os.environ.get("SSH_AUTH_SOCK")
+        if self.agent_path:  # paramiko.Agent only reads the environment
+            os.environ["SSH_AUTH_SOCK"] = self.agent_path
+        try:
+            agent = paramiko.Agent()
+        finally:
+            if saved is None:
+                os.environ.pop("SSH_AUTH_SOCK", None)
+            else:
+                os.environ["SSH_AUTH_SOCK"] = saved
         for key in agent.get_keys():
             if key.asbytes() == want:
+                self._agent = agent
                 return key
+        agent.close()
         raise ConfigError(f"ssh-agent does not hold key {self.fingerprint}")
 
 
@@ -105,7 +126,14 @@ def _checked(public: str, where: str) -> str:
 async def _list_agent(path: str) -> list[str]:
     async with asyncssh.connect_agent(path) as agent:
         keys: Sequence[Any] = await agent.get_keys()
-        return [k.export_public_key("openssh").decode("ascii") for k in keys]
+        return [_openssh_line(bytes(k.public_data)) for k in keys]
+
+
+def _openssh_line(blob: bytes) -> str:
+    """``"<type> <base64>"`` for a public key blob (its type is the blob's first string)."""
+    n = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else 0
+    key_type = blob[4 : 4 + n].decode("ascii", "replace")
+    return f"{key_type} {base64.b64encode(blob).decode('ascii')}"
 
 
 def agent_keys(agent_path: str | None = None) -> list[str]:

@@ -205,5 +205,6 @@ def run_on_hosts(
             if isinstance(c, sshclient.Connection):
                 c.close()
         pool.shutdown(wait=True)
+        identity.close()
     report.timings["total"] = time.perf_counter() - t0
     return report
