@@ -350,3 +350,36 @@ def test_cli_refusal_status_passes_through(fleet: Fleet) -> None:
     lines = p.stderr.decode().splitlines()
     assert lines[0].startswith("gk: logged as index ")
     assert lines[1:] == ["gk: refused: no account 'no-such-user-x' on this host"]
+
+
+def test_cli_output_closed_early(fleet: Fleet) -> None:
+    gk = " ".join(
+        [
+            *GK,
+            "ssh",
+            "-F",
+            str(fleet.ssh_config),
+            "--log",
+            fleet.log_url,
+            "--log-key",
+            fleet.log_vkey,
+            "--state",
+            str(fleet.tmp / "cli-state"),
+            "-i",
+            str(fleet.key),
+            "-n",
+            "web-01",
+            "--",
+            "yes",
+        ]
+    )
+    p = subprocess.run(
+        ["bash", "-c", f"{gk} | head -2; echo status ${{PIPESTATUS[0]}} >&2"],
+        capture_output=True,
+        cwd=ROOT,
+        env=_env(),
+        timeout=60,
+    )
+    assert p.stdout == b"y\ny\n"
+    assert p.stderr.decode().splitlines()[-1] == "status 141"
+    assert b"Traceback" not in p.stderr and b"Exception ignored" not in p.stderr

@@ -68,6 +68,13 @@ def _handler(seen: Seen) -> object:
             process.stdout.write(BINARY)
             process.stderr.write(b"to-stderr\n")
             process.exit(0)
+        elif cmd == b"forever":
+            try:
+                while True:
+                    process.stdout.write(b"y\n" * 32768)
+                    await process.stdout.drain()
+            except (asyncssh.Error, OSError, BrokenPipeError):
+                return
         elif cmd.startswith(b"exit "):
             process.exit(int(cmd.split()[1]))
         else:
@@ -243,3 +250,17 @@ def test_proxy_jump_through_the_same_server(server: Env, tmp_path: Path) -> None
         assert conn.run(b"via-jump", {}, None, out.write, lambda b: None) == 0
     assert out.getvalue() == b"ran:via-jump\n"
     assert server.seen.commands == [b"via-jump"]
+
+
+def test_closed_output_stops_the_remote_command(server: Env) -> None:
+    spec = Resolver([server.ssh_config]).resolve("tester@testhost")
+    key = paramiko.PKey.from_path(str(server.user_key_path))
+    got: list[bytes] = []
+
+    def sink(data: bytes) -> None:
+        got.append(data)
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with connect(spec, key) as conn:
+        assert conn.run(b"forever", {}, None, sink, lambda b: None) == 141
+    assert len(got) == 1

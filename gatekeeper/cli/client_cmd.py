@@ -227,6 +227,8 @@ def _ssh(args: argparse.Namespace) -> int:
         r = report.results[0]
         if r.error:
             print(f"gk: {r.error}", file=sys.stderr)
+        if r.status == 141:  # stdout was closed (| head): keep Python's final flush quiet, like ssh
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return r.status
     failed = [r for r in report.results if r.status != 0]
     print(

@@ -252,7 +252,8 @@ class Connection:
         """Send ``env`` requests then one exec of exactly ``command``; copy ``stdin`` to the channel
         (EOF when it ends; ``None`` sends EOF at once) and the channel's output to the sinks as it
         arrives. Returns the remote exit status, 255 if the remote end sent none (killed by a
-        signal, connection lost)."""
+        signal, connection lost), 141 (128 + SIGPIPE, like a shell pipeline) if a sink could not be
+        written (``gk ssh host cat big | head -1``): the channel is then closed at once."""
         try:
             chan = self.transport.open_session(timeout=timeout)
             for name, value in env.items():
@@ -265,16 +266,21 @@ class Connection:
             chan.shutdown_write()
         else:
             threading.Thread(target=_pump_stdin, args=(stdin, chan), daemon=True).start()
-        err_thread = threading.Thread(target=_drain, args=(chan.recv_stderr, on_stderr), daemon=True)
+        broken: list[bool] = []
+        err_thread = threading.Thread(
+            target=_drain, args=(chan, chan.recv_stderr, on_stderr, broken), daemon=True
+        )
         err_thread.start()
-        _drain(chan.recv, on_stdout)
+        _drain(chan, chan.recv, on_stdout, broken)
         err_thread.join()
+        if broken:
+            return 141
         status = chan.recv_exit_status()
         chan.close()
         return 255 if status < 0 else status
 
 
-def _drain(recv: Callable[[int], bytes], sink: Sink) -> None:
+def _drain(chan: paramiko.Channel, recv: Callable[[int], bytes], sink: Sink, broken: list[bool]) -> None:
     while True:
         try:
             data = recv(_CHUNK)
@@ -282,7 +288,12 @@ def _drain(recv: Callable[[int], bytes], sink: Sink) -> None:
             return
         if not data:
             return
-        sink(data)
+        try:
+            sink(data)
+        except OSError:  # our stdout/stderr went away: stop the remote command too
+            broken.append(True)
+            chan.close()
+            return
 
 
 def _pump_stdin(stdin: IO[bytes], chan: paramiko.Channel) -> None:
