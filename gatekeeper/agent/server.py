@@ -307,6 +307,8 @@ async def start_agent(
         agent_forwarding=False,
         allow_scp=False,
         login_timeout=settings.login_timeout,
+        keepalive_interval=settings.keepalive_interval,
+        keepalive_count_max=3,
         config=None,
     )
     return AgentListener(acceptor, shared)

@@ -67,6 +67,7 @@ class AgentSettings:
     kill_grace: float = 2.0
     quickack: bool = True
     max_auth_tries: int = 6
+    keepalive_interval: float = 30.0  # SSH keepalives; a client silent for 3 of them is dropped
     agent_uid: int | None = None  # None: os.geteuid(); tests set it to exercise the non-root rules
 
 
