@@ -484,14 +484,23 @@ class AuditIndex:
 
     def search(self, q: Query) -> Iterator[Row]:
         """Matching rows in index order (or newest first), at most ``q.limit``."""
+        for row, _, _ in self._select(q, full=False):
+            yield row
+
+    def search_full(self, q: Query) -> Iterator[tuple[Row, bytes, bytes]]:
+        """Like :meth:`search`, with each row's leaf hash and entry bytes."""
+        yield from self._select(q, full=True)
+
+    def _select(self, q: Query, full: bool) -> Iterator[tuple[Row, bytes, bytes]]:
         where, args = self._where(q)
-        sql = f"SELECT {_COLUMNS} FROM actions{where} ORDER BY idx{' DESC' if q.newest_first else ''}"
+        cols = _COLUMNS + (", leaf_hash, entry" if full else "")
+        sql = f"SELECT {cols} FROM actions{where} ORDER BY idx{' DESC' if q.newest_first else ''}"
         if q.limit is not None:
             sql += " LIMIT ?"
             args.append(q.limit)
         verified = self.verified_size
         for r in self.conn.execute(sql, args):
-            yield Row(
+            row = Row(
                 index=r[0],
                 status=r[1],
                 error=r[2],
@@ -506,10 +515,18 @@ class AuditIndex:
                 not_after=r[11],
                 verified=r[0] < verified,
             )
+            yield row, (bytes(r[12]) if full else b""), (bytes(r[13]) if full else b"")
 
     def count(self, q: Query) -> int:
         where, args = self._where(q)
         return int(self.conn.execute(f"SELECT count(*) FROM actions{where}", args).fetchone()[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def meta(self, key: str) -> str | None:
+        return self._meta(key)
 
     def hosts(self) -> list[tuple[str, int]]:
         return [
