@@ -23,7 +23,7 @@ from agent_fixtures import (
 
 from gatekeeper.agent.child import CHILD_PATH
 from gatekeeper.agent.session import AgentSettings
-from gatekeeper.gate import Reason
+from gatekeeper.gate import Decision, Reason
 from gatekeeper.journal import read_journal
 
 ME = pwd.getpwuid(os.geteuid()).pw_name
@@ -286,3 +286,14 @@ def test_shutdown_terminates_and_reaps_running_commands(tmp_path, gate, client_k
         assert gate.exits[0][1] is None
     finally:
         client.close()
+
+
+def test_refusal_message_is_one_printable_line(tmp_path, client_key) -> None:
+    class ChattyGate(OneCommandGate):
+        async def decide(self, request):  # type: ignore[no-untyped-def]
+            return Decision(Reason.POLICY, "gk: refused: two\nlines and \x1b[2J escape")
+
+    with AgentThread(tmp_path, ChattyGate(), authorized=[client_key]) as agent:
+        result = run(agent, client_key, "true")
+    assert result.exit_status == Reason.POLICY.exit_status
+    assert result.stderr == b"gk: refused: two lines and ?[2J escape\n"

@@ -411,7 +411,7 @@ class ExecSession(asyncssh.SSHServerSession[bytes]):
             return
         try:
             if message is not None:
-                chan.write_stderr((message + "\n").encode("utf-8", "replace"))
+                chan.write_stderr((_one_line(message) + "\n").encode("utf-8", "replace"))
             await self._drain_channel()
             if self._lost:
                 return
@@ -423,3 +423,7 @@ class ExecSession(asyncssh.SSHServerSession[bytes]):
         except OSError:
             self._lost = True
 
+
+def _one_line(message: str) -> str:
+    """The refusal as one line with no control characters (nothing can move the user's cursor)."""
+    return "".join(ch if ch.isprintable() else "?" for ch in message.replace("\n", " "))
