@@ -74,9 +74,10 @@ async def _read_message(reader: asyncio.StreamReader) -> Message:
     return parse_message(await reader.readexactly(length))
 
 
-def _peer_credentials(writer: asyncio.StreamWriter) -> tuple[int, int, int]:
-    sock = writer.get_extra_info("socket")
-    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+def _peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process that connected, as the kernel recorded it at connect()."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    pid, uid, gid = _UCRED.unpack(creds)
     return pid, uid, gid
 
 
@@ -121,56 +122,95 @@ class LocalServer:
         self._request_timeout = request_timeout
         self._max_connections = max_connections
         self._journal = journal
-        self._sessions: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
-        self._server: asyncio.AbstractServer | None = None
-        self._closing = False
+        # Session tasks and their connection; a task is "started" once it owns its connection.
+        self._sessions: dict[asyncio.Task[None], socket.socket] = {}
+        self._started: set[asyncio.Task[None]] = set()
+        self._listener: socket.socket | None = None
+        self._closed = asyncio.Event()
         self._inode: tuple[int, int] | None = None
+
+    # Accepting is done here rather than with asyncio.start_unix_server: on Python 3.11 a
+    # connection accepted just before the server closes leaks its socket (Server._attach asserts),
+    # and every accepted connection must be accounted for, to be closed on shutdown.
 
     async def _start(self, mode: int, group: str | None) -> None:
         _prepare_directory(self.socket_path)
-        self._server = await asyncio.start_unix_server(self._accept, path=str(self.socket_path))
-        if group is not None:
-            try:
-                gid = grp.getgrnam(group).gr_gid
-            except KeyError as exc:
-                self.close()
-                raise ConfigError(f"unknown group {group!r} for the local socket") from exc
-            os.chown(self.socket_path, -1, gid)
-        os.chmod(self.socket_path, mode)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(self.socket_path))
+            if group is not None:
+                try:
+                    gid = grp.getgrnam(group).gr_gid
+                except KeyError as exc:
+                    raise ConfigError(f"unknown group {group!r} for the local socket") from exc
+                os.chown(self.socket_path, -1, gid)
+            os.chmod(self.socket_path, mode)
+            listener.listen(128)
+            listener.setblocking(False)
+        except BaseException:
+            listener.close()
+            with contextlib.suppress(OSError):
+                self.socket_path.unlink()
+            raise
         st = self.socket_path.lstat()
         self._inode = (st.st_dev, st.st_ino)
+        self._listener = listener
+        asyncio.get_running_loop().add_reader(listener.fileno(), self._on_readable)
         log.info("local mode listening on %s (mode %04o)", self.socket_path, mode)
+
+    def _on_readable(self) -> None:
+        assert self._listener is not None
+        loop = asyncio.get_running_loop()
+        for _ in range(64):
+            try:
+                conn, _addr = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: log, and try again on the next event
+                log.error("local mode: accept failed: %s", exc)
+                return
+            if len(self._sessions) >= self._max_connections:
+                log.warning("local mode: %d sessions open, refusing another", len(self._sessions))
+                conn.close()
+                continue
+            conn.setblocking(False)
+            task = loop.create_task(self._handle(conn))
+            self._sessions[task] = conn
+            task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._sessions.pop(task, None)
+        self._started.discard(task)
 
     def close(self) -> None:
         """Stop accepting sessions, end the open ones and remove the socket. Commands already
         running keep running; their ``gk exec`` can no longer report the exit status (it warns)."""
-        self._closing = True
-        if self._server is not None:
-            self._server.close()
-        for task, writer in list(self._sessions.items()):
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
+            with contextlib.suppress(OSError):
+                st = self.socket_path.lstat()
+                if (st.st_dev, st.st_ino) == self._inode:
+                    self.socket_path.unlink()
+        for task, conn in list(self._sessions.items()):
+            if task not in self._started:
+                conn.close()  # the task will never run its body: close its connection here
             task.cancel()
-            writer.close()  # also for a session task cancelled before it ever ran
-        with contextlib.suppress(OSError):
-            st = self.socket_path.lstat()
-            if (st.st_dev, st.st_ino) == self._inode:
-                self.socket_path.unlink()
+        self._closed.set()
 
     async def wait_closed(self) -> None:
-        """Wait until the listener and every session have finished closing."""
-        if self._server is not None:
-            await self._server.wait_closed()
-        # A connection accepted just before close() reaches _accept a few loop turns later, which
-        # closes it; give it those turns, then wait for every session task to finish.
-        for _ in range(5):
-            await asyncio.sleep(0)
+        """Wait until every session has finished closing."""
         await asyncio.gather(*self._sessions, return_exceptions=True)
 
     async def serve_forever(self) -> None:
-        assert self._server is not None
+        """Serve until cancelled or :meth:`close`\\ d; then close."""
         try:
-            await self._server.serve_forever()
+            await self._closed.wait()
         finally:
             self.close()
+            await self.wait_closed()
 
     # -- one session -------------------------------------------------------------------------
 
@@ -221,30 +261,28 @@ class LocalServer:
             decision = Decision(Reason.INTERNAL, "gk: refused: internal error in the gatekeeper agent")
         return request, decision
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._closing:
-            writer.close()
-            return
-        if len(self._sessions) >= self._max_connections:
-            log.warning("local mode: %d sessions open, refusing another", len(self._sessions))
-            writer.close()
-            return
-        task = asyncio.get_running_loop().create_task(self._handle(reader, writer))
-        self._sessions[task] = writer
-        task.add_done_callback(lambda t: self._sessions.pop(t, None))
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle(self, conn: socket.socket) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._started.add(task)
+        writer: asyncio.StreamWriter | None = None
         try:
-            await self._session(reader, writer)
+            reader, writer = await asyncio.open_unix_connection(sock=conn)
+            await self._session(conn, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, LocalProtocolError, TimeoutError) as exc:
             log.warning("local mode: session ended early: %s", exc or type(exc).__name__)
         finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                await writer.wait_closed()
+            if writer is None:
+                conn.close()
+            else:
+                writer.close()
+                with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                    await writer.wait_closed()
 
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        pid, uid, _gid = _peer_credentials(writer)
+    async def _session(
+        self, conn: socket.socket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        pid, uid, _gid = _peer_credentials(conn)
         try:
             msg = await asyncio.wait_for(_read_message(reader), self._request_timeout)
         except LocalProtocolError as exc:
