@@ -178,7 +178,7 @@ def verify_bundle(
             anchors.append(open_checkpoint(s.checkpoint, origin, verifiers))
         except (FormatError, VerificationError) as exc:
             raise LogMisbehaved(f"consistency step {i}: {exc}") from None
-    targets = [*anchors[1:], cp]
+    targets = [*anchors[1:], cp] if anchors else []
     for i, (s, a, t) in enumerate(zip(b.chain, anchors, targets, strict=True)):
         if a.size >= t.size:
             raise LogMisbehaved(f"consistency step {i}: sizes do not increase ({a.size} to {t.size})")

@@ -83,26 +83,61 @@ class Checked:
 
 
 class _KeyCache:
-    """What was learned from signatures that verified the slow, canonical way.
+    """What was learned from entries that verified the slow, canonical way.
 
     Per signer key (the action's ``signer`` string): the SSHSIG blob up to the raw Ed25519
-    signature (magic, version, key, namespace, reserved, ``sha512``, algorithm, length) and the
-    decoded public key. A later blob that starts with exactly those bytes and ends with 64 more is
-    structurally identical to one :func:`gatekeeper.sshsig.parse_signature` accepted for this
-    signer, so only the 64 signature bytes remain to be verified. A fleet has few signers.
+    signature (magic, version, key, namespace, reserved, ``sha512``, algorithm, length), the
+    decoded public key and the key's fingerprint. A later blob that starts with exactly those bytes
+    and ends with 64 more is structurally identical to one :func:`gatekeeper.sshsig.parse_signature`
+    accepted for this signer, so only the 64 signature bytes remain to be verified. A fleet has
+    few signers.
     """
 
     def __init__(self, limit: int = 4096) -> None:
         self._known: dict[str, tuple[bytes, Any]] = {}
+        self._fps: dict[str, str] = {}
         self._limit = limit
 
-    def fast_verify(self, signer: str, blob: bytes, body: bytes) -> bool:
-        known = self._known.get(signer)
+    def fingerprint(self, signer: str) -> str:
+        fp = self._fps.get(signer)
+        if fp is None:
+            try:
+                fp = sshsig.fingerprint(signer)
+            except ActionFormatError:  # pragma: no cover - parse_action checked the key
+                fp = ""
+            if len(self._fps) >= self._limit:
+                self._fps.clear()
+            self._fps[signer] = fp
+        return fp
+
+    def fast_check(self, entry: bytes) -> _action.SignedAction | None:
+        """The parsed entry if it parses and verifies by the fast path, else None (then the
+        caller decides with :func:`gatekeeper.action.parse_entry` / ``verify_entry``).
+
+        Same split as ``parse_entry`` (body up to the first blank line, then the armored
+        signature), the same ``parse_action`` and ``dearmor``; the signature structure is
+        checked by byte equality with a blob ``parse_signature`` accepted for this signer.
+        """
+        if len(entry) > _action.MAX_ENTRY:
+            return None
+        cut = entry.find(b"\n\n")
+        if cut < 0:
+            return None
+        body, armored = entry[: cut + 1], entry[cut + 2 :]
+        try:
+            action = _action.parse_action(body)
+        except ActionFormatError:
+            return None
+        known = self._known.get(action.signer)
         if known is None:
-            return False
+            return None
+        try:
+            blob = sshsig.dearmor(armored)
+        except ActionFormatError:
+            return None
         prefix, key = known
         if len(blob) != len(prefix) + 64 or not blob.startswith(prefix):
-            return False
+            return None
         data = sshsig.signed_data(body, _action.NAMESPACE, "sha512")
         try:
             if _HAVE_NACL:
@@ -110,11 +145,14 @@ class _KeyCache:
             else:
                 key.verify(blob[-64:], data)
         except (_BadSignature, ValueError):
-            return False
-        return True
+            return None
+        return _action.SignedAction(action, body, armored)
 
-    def learn(self, signer: str, blob: bytes) -> None:
+    def learn(self, signed: _action.SignedAction) -> None:
+        """Remember the signature layout of an entry that ``verify_entry`` accepted."""
+        blob = sshsig.dearmor(signed.signature)
         sig = sshsig.parse_signature(blob)
+        signer = signed.action.signer
         if not (
             sig.public_key.key_type == "ssh-ed25519"
             and sig.hash_alg == "sha512"
@@ -128,16 +166,6 @@ class _KeyCache:
         if len(self._known) >= self._limit:
             self._known.clear()
         self._known[signer] = (blob[:-64], key)
-
-
-def verify_signed(signed: _action.SignedAction, keys: _KeyCache) -> None:
-    """Raise ``SignatureInvalid`` (or ``ActionFormatError``) unless ``signed`` verifies exactly as
-    :func:`gatekeeper.action.verify_entry` would; the fast path only ever accepts."""
-    blob = sshsig.dearmor(signed.signature)
-    if keys.fast_verify(signed.action.signer, blob, signed.body):
-        return
-    _action.verify_entry(signed)  # the canonical verdict; raises with its message
-    keys.learn(signed.action.signer, blob)
 
 
 class EntryChecker:
@@ -175,19 +203,21 @@ class EntryChecker:
     def check(self, index: int, entry: bytes) -> Checked:
         if self.opaque:
             return Checked(index, OK)
-        try:
-            signed = _action.parse_entry(entry)
-        except ActionFormatError as exc:
-            return Checked(index, MALFORMED, str(exc))
+        signed = self._keys.fast_check(entry)
+        if signed is None:
+            try:
+                signed = _action.parse_entry(entry)
+            except ActionFormatError as exc:
+                return Checked(index, MALFORMED, str(exc))
+            try:
+                _action.verify_entry(signed)  # the canonical verdict, with its message
+            except (SignatureInvalid, ActionFormatError) as exc:
+                return Checked(
+                    index, BAD_SIGNATURE, str(exc), signed, self._keys.fingerprint(signed.action.signer)
+                )
+            self._keys.learn(signed)
         a = signed.action
-        try:
-            fp = sshsig.fingerprint(a.signer)
-        except ActionFormatError:  # pragma: no cover - parse_action checked the key
-            fp = ""
-        try:
-            verify_signed(signed, self._keys)
-        except (SignatureInvalid, ActionFormatError) as exc:
-            return Checked(index, BAD_SIGNATURE, str(exc), signed, fp)
+        fp = self._keys.fingerprint(a.signer)
         names: tuple[str, ...] = ()
         status, error = OK, ""
         if self.principals is not None:

@@ -417,7 +417,7 @@ class LogMonitor:
             final = scan_entries(
                 self.target.source,
                 edge,
-                cp,
+                cp.size,
                 self.pool,
                 on_batch,
                 keep_nodes_from_level=TILE_HEIGHT if self.observer is not None else None,

@@ -182,7 +182,7 @@ class Batch:
 def scan_entries(
     source: TileSource,
     edge: merkle.CompactRange,
-    target: SignedCheckpoint,
+    size: int,
     pool: CheckPool,
     on_batch: Callable[[Batch], None],
     *,
@@ -190,23 +190,23 @@ def scan_entries(
     prefetch: int = 4,
     parallel_above: int = 4096,
 ) -> merkle.CompactRange:
-    """Download, hash and check entries ``[edge.size, target.size)``; return the final edge.
+    """Download, hash and check entries ``[edge.size, size)``; return the final edge.
 
     ``on_batch`` is called for every batch in order, after its entries were checked. The caller
-    compares ``result.root()`` with ``target.root``: a difference means the entries served are not
+    compares ``result.root()`` with the signed root of ``size``: a difference means the entries served are not
     the ones the checkpoint signs (a rewrite). ``edge`` itself is not modified. Nodes at levels
     ``>= keep_nodes_from_level`` (multiples of 8, as hash tiles store them) are passed in
     :attr:`Batch.nodes`. Raises :class:`TruncatedLog`, ``LogUnavailable``; whatever ``on_batch``
     raises stops the scan.
     """
     cr = edge.copy()
-    if target.size < cr.size:
-        raise ValueError("target checkpoint is smaller than what was already scanned")
-    total = target.size - cr.size
+    if size < cr.size:
+        raise ValueError("the target size is smaller than what was already scanned")
+    total = size - cr.size
     side: dict[int, tuple[list[bytes], merkle.CompactRange, list[tuple[int, int, bytes]]]] = {}
 
     def hashed() -> Iterator[tuple[int, list[bytes]]]:
-        for start, entries in _prefetched(source, cr.size, target.size, prefetch):
+        for start, entries in _prefetched(source, cr.size, size, prefetch):
             if start != cr.size:  # pragma: no cover - read_entries yields contiguous ranges
                 raise LogMisbehaved("entry batches are not contiguous")
             lh = merkle.leaf_hash
