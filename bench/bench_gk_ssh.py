@@ -114,7 +114,20 @@ def start_log(tmp: Path) -> tuple[Proc, str, str, str]:
 
 
 def _start_real_log(tmp: Path) -> tuple[Proc, str, str, str]:
-    raise RuntimeError("gk log serve wiring not written yet")
+    d = tmp / "log"
+    subprocess.run(
+        [*GK, "log", "init", str(d), "--origin", "bench.example/log"],
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+        env=_env(),
+    )
+    vkey = subprocess.run(
+        [*GK, "log", "key", str(d)], check=True, capture_output=True, text=True, cwd=REPO, env=_env()
+    ).stdout.strip()
+    proc = Proc([*GK, "log", "serve", str(d), "--listen", "127.0.0.1:0", "--accept-any"], r"listening on ")
+    url = proc.line.split("listening on ", 1)[1].split()[0].rstrip("/")
+    return proc, url, vkey, "gk log serve (SQLite)"
 
 
 def _serve_fake_log() -> None:
@@ -333,6 +346,19 @@ def main() -> None:
             if sshd_info:
                 variants["plain_sshd"].append(plain_exec(sshd_info[1], sshd_info[3], pkey, sshd_pub))
 
+        common.log("measuring the log alone: POST /add wait=0 vs wait=1")
+        from personality.client import LogClient
+
+        lc = LogClient.http(url)
+        add_nowait: list[float] = []
+        add_wait: list[float] = []
+        for i in range(n):
+            for wait, bucket in ((False, add_nowait), (True, add_wait)):
+                entry = os.urandom(16).hex().encode() + b" bench %d" % i
+                t0 = time.perf_counter()
+                lc.add(entry, wait=wait)
+                bucket.append(time.perf_counter() - t0)
+
         common.log(f"measuring {cli_n} CLI rounds")
         cli: dict[str, list[float]] = {"cli_plain_paramiko_agent": [], "cli_gk_ssh_agent": []}
         gk_argv = [
@@ -361,6 +387,11 @@ def main() -> None:
                 cli[name].append(time.perf_counter() - t0)
 
         results: dict[str, Any] = {k: summary(v) for k, v in variants.items()}
+        results["log_add_no_wait"] = summary(add_nowait)
+        results["log_add_wait_integrated"] = summary(add_wait)
+        results["log_integration_wait_median_ms"] = ms(
+            statistics.median(add_wait) - statistics.median(add_nowait)
+        )
         results.update({k: summary(v) for k, v in cli.items()})
         overhead = statistics.median(variants["gk_ssh_agent"]) - statistics.median(variants["plain_agent"])
         host_verify = statistics.median(gk_split["ssh_exec"]) - statistics.median(plain_split["ssh_exec"])
@@ -393,6 +424,8 @@ def main() -> None:
                     "ssh_connect overlaps sign+log+verify+store in gk ssh (they run concurrently)",
                     "host verification estimate = median ssh_exec(gk ssh) - median ssh_exec(plain)",
                     "cli_* include Python start-up and imports for both variants",
+                    "log_add_*: POST /add of a small opaque entry (--accept-any log) without and with "
+                    "waiting for integration; their difference is the integration wait",
                 ],
             }
         )

@@ -10,7 +10,7 @@ The steps, and what each one guarantees::
     5 consistent the new checkpoint and the newest one this client verified before (the state
                file) lie on one append-only history: a consistency proof is fetched and checked;
                a failure is a LOG FORK, reported loudly, with both checkpoints kept as evidence
-    6 store      the newer checkpoint replaces the stored one (atomic rename, fsynced)
+    6 store      the newer checkpoint replaces the stored one (file fsynced, atomic rename)
     7 bundle     GK_BUNDLE = entry + index + proof + checkpoint (gatekeeper.bundle)
 
 Nothing is printed or returned unless 4 and 5 passed: a client never hands a host a bundle it has
@@ -278,7 +278,9 @@ def submit_action(
         timings["verify"] = t3 - t2
         latest = verifier.latest
         if latest is not None and (stored is None or latest.size > stored.size):
-            _write_atomic(log.state_file, latest.raw)
+            # No directory fsync: if a crash loses the rename, the older checkpoint stays, which is
+            # still a verified point of the same history; the next run proves consistency from it.
+            _write_atomic(log.state_file, latest.raw, sync_dir=False)
         timings["store"] = time.perf_counter() - t3
 
     bundle = encode_bundle(Bundle(entry, answer.index, tuple(answer.inclusion_proof), sc.raw))
@@ -327,9 +329,9 @@ def _read_state(settings: LogSettings) -> SignedCheckpoint | None:
         ) from None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync the directory. A crash
-    leaves either the old or the new file, never a mix."""
+def _write_atomic(path: Path, data: bytes, sync_dir: bool = True) -> None:
+    """Replace ``path`` with ``data``: temp file, fsync, rename, then (``sync_dir``) fsync the
+    directory. A crash leaves either the old or the new file, never a mix or an empty file."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
@@ -343,6 +345,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
             os.close(fd)
         Path(tmp).unlink(missing_ok=True)
         raise
+    if not sync_dir:
+        return
     dfd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dfd)
