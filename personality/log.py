@@ -487,6 +487,13 @@ class Log:
             raise NotFoundError("no entry with this leaf hash is in the log")
         return found
 
+    def leaf_hash_at(self, index: int) -> bytes:
+        """The leaf hash at ``index`` of the published tree; ``NotFoundError`` beyond it."""
+        st = self.state
+        if not 0 <= index < st.size:
+            raise NotFoundError(f"index {index} is not in the tree of size {st.size}")
+        return st.getter(self.sequencer.cache)(0, index)
+
     def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
         st = self.state
         return self.sequencer.consistency_proof(size1, st.size if size2 is None else size2, st)

@@ -1,0 +1,289 @@
+"""The log's HTTP API (aiohttp): the C2SP tlog-tiles read path at the root, and our JSON API.
+
+Read path (C2SP tlog-tiles; what any standard verifier, witness or monitor fetches)::
+
+    GET /checkpoint                       the latest signed checkpoint (Cache-Control: no-cache)
+    GET /tile/<L>/<N>[.p/<W>]             hash tiles
+    GET /tile/entries/<N>[.p/<W>]         entry bundles
+                                          full tiles: public, max-age=31536000, immutable
+
+JSON API (documented in docs/log-service.md)::
+
+    POST /add[?wait=0]                    body = the entry bytes
+    GET  /proof/inclusion?index=I[&size=N]   or   ?leaf_hash=<base64url>[&size=N]
+    GET  /proof/consistency?from=M[&to=N]
+    GET  /healthz                         {"status": "ok", "size": N}
+    GET  /metrics                         Prometheus text format
+
+Every error is JSON ``{"error": "<code>", "message": "<for a person>"}`` with the status the
+exception carries (``http_status``); 503 carries ``Retry-After``. Bodies are bounded by
+``client_max_size``; paths and queries are parsed strictly; no input makes a handler raise
+anything but a JSON error, and an unexpected bug is a 500 that leaves the server serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import re
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from personality.errors import (
+    ConflictError,
+    FormatError,
+    NotFoundError,
+    OverloadedError,
+    PersonalityError,
+    RefusedError,
+    StorageError,
+    VerificationError,
+)
+from personality.log import Log
+from personality.tlog.tiles import MAX_ENTRY_SIZE, TILE_WIDTH, parse_tile_path
+
+__all__ = ["make_app", "serve", "LOG"]
+
+logger = logging.getLogger("personality.server")
+
+LOG = web.AppKey("log", Log)
+
+_IMMUTABLE = "public, max-age=31536000, immutable"
+_PARTIAL = "public, max-age=60"
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,18}")
+_B64URL_HASH = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048](=)?")
+_ENDPOINTS = (
+    "GET /checkpoint, GET /tile/..., POST /add, GET /proof/inclusion, GET /proof/consistency, "
+    "GET /healthz, GET /metrics"
+)
+
+
+def _code(exc: PersonalityError) -> str:
+    for cls, code in (
+        (FormatError, "malformed"),
+        (NotFoundError, "not_found"),
+        (RefusedError, "refused"),
+        (OverloadedError, "overloaded"),
+        (ConflictError, "conflict"),
+        (VerificationError, "unverifiable"),
+        (StorageError, "storage"),
+    ):
+        if isinstance(exc, cls):
+            return code
+    return "internal"
+
+
+def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except PersonalityError as exc:
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, OverloadedError) else None
+        if exc.http_status >= 500 and not isinstance(exc, OverloadedError):
+            logger.error("%s %s: %s", request.method, request.path, exc.diagnostics())
+        return _error(exc.http_status, _code(exc), str(exc), headers)
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            msg = f"no such endpoint: {request.method} {request.path}; the log serves {_ENDPOINTS}"
+            return _error(404, "not_found", msg)
+        if exc.status == 405:
+            return _error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}")
+        if exc.status == 413:
+            msg = (
+                f"the request body is larger than the {request.app._client_max_size} bytes an entry may have"
+            )
+            return _error(413, "too_large", msg)
+        return _error(exc.status, "http_error", exc.reason)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("unhandled error in %s %s", request.method, request.path)
+        return _error(500, "internal", "internal error in the log server; the operator's log has details")
+
+
+# -- query parsing --------------------------------------------------------------------------------
+
+
+def _query(request: web.Request, allowed: set[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in request.query.items():
+        if key not in allowed:
+            raise FormatError(f"unknown query parameter {key!r}; allowed: {', '.join(sorted(allowed))}")
+        if key in out:
+            raise FormatError(f"query parameter {key!r} is given twice")
+        out[key] = value
+    return out
+
+
+def _number(q: Mapping[str, str], key: str) -> int | None:
+    text = q.get(key)
+    if text is None:
+        return None
+    if not _DECIMAL.fullmatch(text) or int(text) >= 1 << 63:
+        raise FormatError(f"{key} must be a decimal number without leading zeros, got {text[:40]!r}")
+    return int(text)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _leaf_hash(text: str) -> bytes:
+    if not _B64URL_HASH.fullmatch(text):
+        raise FormatError(
+            "leaf_hash must be the 32-byte leaf hash in base64url (RFC 4648 §5, 43 characters, "
+            f"optionally one '=' of padding), got {text[:60]!r}"
+        )
+    try:
+        return base64.urlsafe_b64decode(text.rstrip("=") + "=")
+    except (binascii.Error, ValueError):  # pragma: no cover - the pattern already excludes these
+        raise FormatError("leaf_hash is not valid base64url") from None
+
+
+# -- handlers -------------------------------------------------------------------------------------
+
+
+async def _checkpoint(request: web.Request) -> web.Response:
+    log = request.app[LOG]
+    return web.Response(
+        body=log.checkpoint,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+async def _tile(request: web.Request) -> web.Response:
+    raw = request.raw_path.split("?", 1)[0].lstrip("/")
+    path = parse_tile_path(raw)
+    data = request.app[LOG].read_tile(path)
+    cache = _IMMUTABLE if path.width == TILE_WIDTH else _PARTIAL
+    return web.Response(body=data, content_type="application/octet-stream", headers={"Cache-Control": cache})
+
+
+async def _add(request: web.Request) -> web.Response:
+    q = _query(request, {"wait"})
+    wait = q.get("wait", "1")
+    if wait not in ("0", "1"):
+        raise FormatError(f"wait must be 0 or 1, got {wait[:20]!r}")
+    body = await request.read()
+    if not body:
+        raise FormatError("the request body is empty: POST the entry bytes (application/octet-stream)")
+    result = await request.app[LOG].add(body, wait=wait == "1")
+    out: dict[str, Any] = {
+        "index": result.index,
+        "leaf_hash": _b64(result.leaf_hash),
+        "duplicate": result.duplicate,
+    }
+    if result.checkpoint is not None and result.proof is not None:
+        out["size"] = result.size
+        out["checkpoint"] = result.checkpoint.decode("utf-8")
+        out["inclusion_proof"] = [_b64(h) for h in result.proof]
+    return _json(out)
+
+
+async def _inclusion(request: web.Request) -> web.Response:
+    q = _query(request, {"index", "leaf_hash", "size"})
+    log = request.app[LOG]
+    index = _number(q, "index")
+    size = _number(q, "size")
+    if ("leaf_hash" in q) == (index is not None):
+        raise FormatError("give exactly one of index=I or leaf_hash=<base64url>")
+    if index is None:
+        h = _leaf_hash(q["leaf_hash"])
+        index = log.index_of(h)
+    n, proof = log.inclusion_proof(index, size)
+    if "leaf_hash" not in q:
+        h = log.leaf_hash_at(index)
+    return _json({"index": index, "size": n, "leaf_hash": _b64(h), "proof": [_b64(p) for p in proof]})
+
+
+async def _consistency(request: web.Request) -> web.Response:
+    q = _query(request, {"from", "to"})
+    first = _number(q, "from")
+    if first is None:
+        raise FormatError("from=M is required (and to=N, which defaults to the current size)")
+    log = request.app[LOG]
+    second = _number(q, "to")
+    second = log.size if second is None else second
+    proof = log.consistency_proof(first, second)
+    return _json({"from": first, "to": second, "proof": [_b64(p) for p in proof]})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok", "size": request.app[LOG].size})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[LOG].metrics.render().encode(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+def _json(data: Mapping[str, Any]) -> web.Response:
+    return web.Response(
+        body=json.dumps(data, separators=(",", ":")).encode(),
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def make_app(log: Log, *, max_body: int = MAX_ENTRY_SIZE) -> web.Application:
+    """The aiohttp application for a started :class:`~personality.log.Log`."""
+    app = web.Application(client_max_size=max_body, middlewares=[_errors])
+    app[LOG] = log
+    app.router.add_get("/checkpoint", _checkpoint)
+    app.router.add_get("/tile/{tail:.+}", _tile)
+    app.router.add_post("/add", _add)
+    app.router.add_get("/proof/inclusion", _inclusion)
+    app.router.add_get("/proof/consistency", _consistency)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+async def serve(
+    log: Log,
+    host: str,
+    port: int,
+    *,
+    ready: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Start ``log``, serve it on ``host:port`` (0 = any free port) until ``stop`` is set, then
+    stop accepting, finish in-flight requests and close the log.
+
+    ``ready(url)`` is called once the socket listens. TCP_NODELAY is set on the listening socket
+    (accepted sockets inherit it; aiohttp also sets it per connection): without it, Nagle's
+    algorithm and delayed ACKs add ~40 ms to small responses.
+    """
+    await log.start()
+    app = make_app(log)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
+    await runner.setup()
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=1024)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        site = web.SockSite(runner, sock)
+        await site.start()
+        bound = sock.getsockname()[1]
+        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        if ready is not None:
+            ready(f"http://{shown}:{bound}")
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await runner.cleanup()
+        await log.close()
