@@ -53,6 +53,7 @@ from personality.errors import ConfigError as PersonalityConfigError
 from personality.errors import (
     ForkError,
     FormatError,
+    NotFoundError,
     OverloadedError,
     PersonalityError,
     ProofError,
@@ -272,6 +273,16 @@ def submit_action(
         except ForkError as exc:
             evidence = _keep_evidence(log, exc.old, exc.new)
             raise LogFork(f"{exc}; both checkpoints kept in {evidence}") from None
+        except NotFoundError as exc:
+            if stored is not None and sc.size < stored.size:
+                # We hold a signed checkpoint the log can no longer prove: it went back in time
+                # (restored from a backup, or a split view). That is a fork, not a glitch.
+                evidence = _keep_evidence(log, stored, sc)
+                raise LogFork(
+                    f"log {log.origin} went back from size {stored.size} (stored) to {sc.size} and "
+                    f"cannot prove the two consistent ({exc}); both checkpoints kept in {evidence}"
+                ) from None
+            raise _log_error(exc, log.url, "add") from None
         except PersonalityError as exc:
             raise _log_error(exc, log.url, "add") from None
         t3 = time.perf_counter()
