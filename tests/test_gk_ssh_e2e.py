@@ -1,4 +1,5 @@
-"""gk ssh end to end: the real agent (``gk agent serve`` subprocesses) and a log, on 127.0.0.1.
+"""gk ssh end to end: the real agent (``gk agent serve`` subprocesses) and the real log (``gk log
+serve``, allowing any entry), all on 127.0.0.1.
 
 Checks: a logged command runs and its exit status comes back; stdin is piped and EOF propagated;
 binary output is intact; one action runs on two hosts with prefixed output; the refusals the host
@@ -20,6 +21,7 @@ from pathlib import Path
 import asyncssh
 import paramiko
 import pytest
+from conftest import LogServer, init_log
 
 from gatekeeper import sshsig
 from gatekeeper.client import identity as ident
@@ -27,7 +29,6 @@ from gatekeeper.client import sshclient
 from gatekeeper.client.run import run_on_hosts
 from gatekeeper.client.submit import LogSettings
 from gatekeeper.gate import Reason
-from tests.test_submit_fakelog import FakeLog, running
 
 ROOT = Path(__file__).resolve().parents[1]
 GK = [sys.executable, "-m", "gatekeeper"]
@@ -59,7 +60,7 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "GK_CONFIG")}
 
 
-def _start_agent(directory: Path, name: str, log: FakeLog, user_pub: str) -> Agent:
+def _start_agent(directory: Path, name: str, log: LogServer, user_pub: str) -> Agent:
     subprocess.run(
         [
             *GK,
@@ -107,28 +108,29 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     user.write_private_key(str(key))
     key.chmod(0o600)
     pub = user.export_public_key("openssh").decode()
-    with running(FakeLog()) as log:
-        agents: dict[str, Agent] = {}
-        try:
-            for name in ("web-01", "web-02"):
-                agents[name] = _start_agent(tmp / name, name, log, pub)
-            kh = tmp / "known_hosts"
-            cfg = tmp / "ssh_config"
-            with kh.open("w") as k, cfg.open("w") as c:
-                for name, a in agents.items():
-                    kind, b64 = (tmp / name / "host_key.pub").read_text().split()[:2]
-                    k.write(f"{name} {kind} {b64}\n")
-                    c.write(f"Host {name}\n  HostName 127.0.0.1\n  Port {a.port}\n  HostKeyAlias {name}\n")
-                c.write(
-                    f"Host *\n  User {USER}\n  UserKnownHostsFile {kh}\n  GlobalKnownHostsFile /dev/null\n"
-                )
-            yield Fleet(log.url, log.vkey, key, pub, cfg, agents, tmp)
-        finally:
-            for a in agents.values():
-                os.kill(a.proc.pid, signal.SIGTERM)
-                a.proc.wait(10)
-                if a.proc.stdout:
-                    a.proc.stdout.close()
+    init_log(tmp / "log", "e2e.example/log")
+    log = LogServer(tmp / "log", "e2e.example/log", ("--accept-any",), "127.0.0.1:0").start()
+    agents: dict[str, Agent] = {}
+    try:
+        for name in ("web-01", "web-02"):
+            agents[name] = _start_agent(tmp / name, name, log, pub)
+        kh = tmp / "known_hosts"
+        cfg = tmp / "ssh_config"
+        with kh.open("w") as k, cfg.open("w") as c:
+            for name, a in agents.items():
+                kind, b64 = (tmp / name / "host_key.pub").read_text().split()[:2]
+                k.write(f"{name} {kind} {b64}\n")
+                c.write(f"Host {name}\n  HostName 127.0.0.1\n  Port {a.port}\n  HostKeyAlias {name}\n")
+            c.write("Host dead\n  HostName 127.0.0.1\n  Port 1\n  HostKeyAlias dead\n")
+            c.write(f"Host *\n  User {USER}\n  UserKnownHostsFile {kh}\n  GlobalKnownHostsFile /dev/null\n")
+        yield Fleet(log.url, log.vkey, key, pub, cfg, agents, tmp)
+    finally:
+        for a in agents.values():
+            os.kill(a.proc.pid, signal.SIGTERM)
+            a.proc.wait(10)
+            if a.proc.stdout:
+                a.proc.stdout.close()
+        log.stop()
 
 
 def run(  # type: ignore[no-untyped-def]
