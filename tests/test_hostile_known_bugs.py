@@ -1,0 +1,96 @@
+"""Bugs the hostile-input suite found in other modules, one strict xfail test each.
+
+Each test states the contract (the module's own error class, never another exception) and fails
+today with the exception named in its reason. When the owner fixes the bug the test passes, the
+strict xfail turns it red: then delete the ``xfail`` marker here and the matching entry in
+``fuzz.targets.KNOWN_BUGS`` (which keeps the generic fuzz tests from tripping over it meanwhile).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fuzz import targets as T  # noqa: E402
+from gatekeeper.errors import ConfigError  # noqa: E402
+from personality.errors import FormatError, PersonalityError  # noqa: E402
+
+
+@pytest.mark.xfail(strict=True, raises=RuntimeError,
+                   reason="gatekeeper/client/config.py _path(): Path.expanduser() raises RuntimeError "
+                          "for '~nosuchuser/...' (unknown user); should be ConfigError")
+@pytest.mark.parametrize("setting", ["key", "state"])
+def test_client_config_unknown_user_home(tmp_path: Path, setting: str) -> None:
+    from gatekeeper.client.config import load_config
+
+    path = tmp_path / "client.toml"
+    path.write_text(f'{setting} = "~nosuchuser-gkfuzz/id_ed25519"\n')
+    with pytest.raises(ConfigError):
+        load_config(path, env={})
+
+
+@pytest.mark.xfail(strict=True, raises=OverflowError,
+                   reason="gatekeeper/monitor/rules.py _regex(): re.compile raises OverflowError for a "
+                          "repeat count >= 2**32 ('a{4294967296}'); only re.error is caught")
+def test_monitor_rule_huge_repeat() -> None:
+    from gatekeeper.monitor.rules import parse_rules
+
+    with pytest.raises(ConfigError):
+        parse_rules('[[rule]]\nname = "r"\ncommand = "a{4294967296}"\n')
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError,
+                   reason="gatekeeper/monitor/rules.py _regex(): re.compile raises RecursionError for "
+                          "2000 nested groups; only re.error is caught")
+def test_monitor_rule_deep_regex() -> None:
+    from gatekeeper.monitor.rules import parse_rules
+
+    with pytest.raises(ConfigError):
+        parse_rules('[[rule]]\nname = "r"\ncommand = "' + "(" * 2000 + ")" * 2000 + '"\n')
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError,
+                   reason="personality/client.py _json(): json.loads raises RecursionError on deeply nested "
+                          "JSON from a hostile log (only ValueError is caught); should be FormatError")
+@pytest.mark.parametrize("call", ["add", "inclusion_proof", "consistency_proof"])
+def test_log_client_deeply_nested_json(call: str) -> None:
+    from personality.client import LogClient
+
+    client = LogClient(T._OneAnswer(b"[" * 100_000))  # type: ignore[arg-type]
+    with pytest.raises(PersonalityError):
+        if call == "add":
+            client.add(b"entry")
+        elif call == "inclusion_proof":
+            client.inclusion_proof(3, 7)
+        else:
+            client.consistency_proof(3, 7)
+
+
+@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
+                   reason="personality/tlog/note.py key_id(): name.encode('utf-8') raises UnicodeEncodeError "
+                          "for a key name holding a lone surrogate (text from argv / os.environ is decoded "
+                          "with surrogateescape); valid_key_name should refuse it -> FormatError")
+@pytest.mark.parametrize("kind", ["vkey", "skey", "cosig_vkey"])
+def test_key_name_with_surrogate(kind: str) -> None:
+    from personality.tlog.cosig import parse_cosignature_vkey
+    from personality.tlog.note import parse_vkey, signer_from_skey
+
+    m = T.material()
+    valid = {"vkey": m.signer.verifier().vkey(), "skey": m.signer.skey(),
+             "cosig_vkey": m.cosigner.verifier().vkey()}[kind]
+    hostile = valid.replace("fuzz.example", "\udce6uzz.example").replace("witness.example", "w\udcffitness")
+    parse = {"vkey": parse_vkey, "skey": signer_from_skey, "cosig_vkey": parse_cosignature_vkey}[kind]
+    with pytest.raises(FormatError):
+        parse(hostile)
+
+
+def test_known_bugs_each_have_a_test() -> None:
+    """Every entry of fuzz.targets.KNOWN_BUGS is demonstrated above (keeps the list honest)."""
+    here = Path(__file__).read_text()
+    for bug in T.KNOWN_BUGS:
+        assert bug.exc_type.__name__ in here, bug
+        assert bug.report.split(" ")[0].rstrip(":") in here, bug
