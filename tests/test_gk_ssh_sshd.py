@@ -1,6 +1,6 @@
 """gk ssh against a real OpenSSH sshd with the documented snippet, gk exec and the local service
-running the real verifying gate (``build_gate``), with a log; and the documented plain
-``ssh -o SetEnv=GK_BUNDLE=...`` path with a bundle from ``gk submit``."""
+running the real verifying gate (``build_gate``), with the real log (``gk log serve``); and the
+documented plain ``ssh -o SetEnv=GK_BUNDLE=...`` path with a bundle from ``gk submit``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import LogServer, init_log
 from sshd_fixture import SshdEnv, sshd_env  # noqa: F401 - fixture
-from test_submit_fakelog import FakeLog, running
 
 from gatekeeper.agent.config import load_config
 from gatekeeper.agent.wiring import build_gate, init_agent_dir
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @dataclass
 class Setup:
     env: SshdEnv
-    log: FakeLog
+    log: LogServer
     ssh_config: Path
     tmp: Path
 
@@ -45,7 +45,9 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(sshd_env: SshdEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:  # noqa: F811
     tmp = tmp_path_factory.mktemp("gk-ssh-sshd")
-    with running(FakeLog()) as log:
+    init_log(tmp / "log", "sshd.example/log")
+    log = LogServer(tmp / "log", "sshd.example/log", ("--accept-any",), "127.0.0.1:0").start()
+    try:
         init_agent_dir(tmp / "host", name=HOST, log_url=log.url, log_keys=[log.vkey])
         gate = build_gate(load_config(tmp / "host" / "agent.toml"))
         sshd_env.gate.target = gate
@@ -57,10 +59,10 @@ def setup(sshd_env: SshdEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             f"Host {HOST}\n  HostName 127.0.0.1\n  Port {sshd_env.sshd.port}\n  HostKeyAlias {HOST}\n"
             f"  User {sshd_env.account}\n  UserKnownHostsFile {kh}\n  GlobalKnownHostsFile /dev/null\n"
         )
-        try:
-            yield Setup(sshd_env, log, cfg, tmp)
-        finally:
-            sshd_env.gate.target = None
+        yield Setup(sshd_env, log, cfg, tmp)
+    finally:
+        sshd_env.gate.target = None
+        log.stop()
 
 
 def gk_ssh(s: Setup, command: bytes, stdin: bytes | None = None):  # type: ignore[no-untyped-def]
