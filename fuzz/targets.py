@@ -108,6 +108,14 @@ KNOWN_BUGS: tuple[KnownBug, ...] = (
              "gatekeeper/monitor/rules.py: command = 'a{4294967296}' -> re.compile OverflowError"),
     KnownBug("monitor_rules", RecursionError, "",
              "gatekeeper/monitor/rules.py: deeply nested regex -> re.compile RecursionError"),
+    KnownBug("agent_config", ValueError, "invalid literal for int()",
+             "gatekeeper/agent/config.py parse_listen: listen = '127.0.0.1:\u00b2' (a Unicode digit passes "
+             "str.isdigit) -> int() ValueError"),
+    KnownBug("log_config", ValueError, "invalid literal for int()",
+             "personality/config.py parse_listen: listen = '127.0.0.1:\u00b2' (a Unicode digit passes "
+             "str.isdigit) -> int() ValueError"),
+    KnownBug("log_config", UnicodeDecodeError, "",
+             "personality/config.py load_config: a log.toml that is not UTF-8 -> UnicodeDecodeError"),
     KnownBug("log_client_json", RecursionError, "",
              "personality/client.py _json: deeply nested JSON from the log -> RecursionError"),
 )
@@ -317,6 +325,12 @@ def _seed_execgate_payloads(m: Material) -> list[bytes]:
     return [encode(x)[4:] for x in msgs]
 
 
+def _seed_log_toml() -> bytes:
+    from personality.config import TEMPLATE
+
+    return TEMPLATE.format(origin=json.dumps(ORIGIN)).encode()
+
+
 def _seed_rules_toml() -> str:
     path = REPO / "examples" / "monitor-rules.toml"
     if path.exists():
@@ -366,6 +380,7 @@ def seeds(name: str) -> tuple[Any, ...]:
         "agent_config": [_seed_agent_toml(m)],
         "client_config": [_seed_client_toml(m).encode()],
         "policy_toml": [_seed_policy_toml(m)],
+        "log_config": [_seed_log_toml()],
         "monitor_rules": [_seed_rules_toml()],
         "log_client_json": _seed_json_responses(m),
     }
@@ -533,6 +548,16 @@ def _client_config(data: bytes) -> None:
     load_config(path, env={})
 
 
+def _log_config(data: bytes) -> None:
+    from personality.config import CONFIG_NAME, load_config
+
+    d = _tmpdir() / f"log-{os.getpid()}"
+    d.mkdir(exist_ok=True)
+    (d / CONFIG_NAME).write_bytes(data)
+    cfg = load_config(d)
+    assert cfg.origin and cfg.key_file.is_relative_to(d) or cfg.key_file.is_absolute()
+
+
 def _policy_toml(text: str) -> None:
     from gatekeeper.verify.policy import HostPolicy
 
@@ -620,6 +645,7 @@ TARGETS: dict[str, Target] = {
         Target("auth_info", "bytes", _auth_info, (GatekeeperError,), "gatekeeper/execgate/sshinfo.py"),
         Target("agent_config", "str", _agent_config, (ConfigError,), "gatekeeper/agent/config.py"),
         Target("client_config", "bytes", _client_config, (ConfigError,), "gatekeeper/client/config.py"),
+        Target("log_config", "bytes", _log_config, (PersonalityError,), "personality/config.py"),
         Target("policy_toml", "str", _policy_toml, (ConfigError,), "gatekeeper/verify/policy.py"),
         Target("monitor_rules", "str", _monitor_rules, (ConfigError,), "gatekeeper/monitor/rules.py"),
         Target("log_client_json", "bytes", _log_client_json, _P, "personality/client.py"),

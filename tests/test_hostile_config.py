@@ -162,6 +162,11 @@ POLICY_KEYS = [
     "shell",
     "witnesses",
 ]
+LOG_SCHEMA = {
+    "": ["origin", "key_file", "database"],
+    "server": ["listen", "admission", "allowed_signers"],
+    "sequencer": ["max_pending", "max_pending_bytes", "max_batch", "tile_cache"],
+}
 RULE_KEYS = [
     "name",
     "severity",
@@ -216,6 +221,20 @@ def test_agent_config_values(table: dict[str, Any]) -> None:
     text = toml_doc(table)
     if text is not None:
         _run("agent_config", text)
+
+
+@FUZZ
+@given(st.data())
+def test_log_config_values(data: st.DataObject) -> None:
+    base = tomllib.loads(T.seeds("log_config")[0].decode())
+    for _ in range(data.draw(st.integers(1, 4))):
+        section = data.draw(st.sampled_from(sorted(LOG_SCHEMA)))
+        table = base if section == "" else base.setdefault(section, {})
+        key = data.draw(st.one_of(st.sampled_from(LOG_SCHEMA[section]), STRINGS))
+        table[key] = data.draw(VALUES)
+    text = toml_doc(base)
+    if text is not None:
+        _run("log_config", text.encode())
 
 
 @FUZZ

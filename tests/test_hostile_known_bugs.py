@@ -53,6 +53,35 @@ def test_monitor_rule_deep_regex() -> None:
         parse_rules('[[rule]]\nname = "r"\ncommand = "' + "(" * 2000 + ")" * 2000 + '"\n')
 
 
+@pytest.mark.xfail(strict=True, raises=ValueError,
+                   reason="gatekeeper/agent/config.py and personality/config.py parse_listen(): "
+                          "str.isdigit() accepts digits int() refuses ('\u00b2', '\u2460'), then int() "
+                          "raises ValueError; should be ConfigError (use port.isascii() and port.isdigit())")
+@pytest.mark.parametrize("which", ["agent", "log"])
+@pytest.mark.parametrize("port", ["\u00b2", "8\u2460"])
+def test_listen_with_unicode_digit(which: str, port: str) -> None:
+    from gatekeeper.agent.config import parse_listen as agent_listen
+    from personality.config import parse_listen as log_listen
+    from personality.errors import ConfigError as LogConfigError
+
+    parse = agent_listen if which == "agent" else log_listen
+    with pytest.raises((ConfigError, LogConfigError)):
+        parse("127.0.0.1:" + port)
+
+
+@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError,
+                   reason="personality/config.py load_config(): tomllib.load raises UnicodeDecodeError for a "
+                          "log.toml that is not UTF-8 (only OSError and TOMLDecodeError are caught); should "
+                          "be ConfigError")
+def test_log_config_not_utf8(tmp_path: Path) -> None:
+    from personality.config import CONFIG_NAME, load_config
+    from personality.errors import ConfigError as LogConfigError
+
+    (tmp_path / CONFIG_NAME).write_bytes(b'origin = "caf\xe9"\n')
+    with pytest.raises(LogConfigError):
+        load_config(tmp_path)
+
+
 @pytest.mark.xfail(strict=True, raises=RecursionError,
                    reason="personality/client.py _json(): json.loads raises RecursionError on deeply nested "
                           "JSON from a hostile log (only ValueError is caught); should be FormatError")
