@@ -1,6 +1,6 @@
 """A real OpenSSH sshd on 127.0.0.1 with the documented Gatekeeper snippet, for tests.
 
-What :func:`sshd_env` (session scope) sets up, all under one world-traversable temporary directory:
+What the ``sshd_env`` fixture (session scope) sets up, all under one world-traversable temporary directory:
 
 - the dedicated account ``gktest`` (login shell ``/bin/sh``), created with ``useradd`` if missing;
 - a Python runtime the account can execute (a venv of a world-executable ``python3`` whose
@@ -47,6 +47,8 @@ SNIPPET = REPO / "examples" / "sshd_config.d" / "gatekeeper.conf"
 SSHD = "/usr/sbin/sshd"
 SSH = shutil.which("ssh") or "/usr/bin/ssh"
 ACCOUNT = "gktest"
+# A second gated account with bash as its login shell: shows why gated accounts need /bin/sh.
+BASH_ACCOUNT = "gktestbash"
 # Placeholders in the documented snippet that a test deployment must replace (each appears once).
 SNIPPET_MATCH = "Match Group gk-gated"
 SNIPPET_PYTHON = "/opt/gatekeeper/bin/python3"
@@ -123,9 +125,15 @@ def _python_for(user: pwd.struct_passwd) -> str:
 
 def make_runtime(root: Path, user: pwd.struct_passwd) -> Path:
     """A venv at ``root`` whose site-packages imports this checkout (as a deployment's venv would
-    have gatekeeper installed); returns its ``bin/python3``."""
+    have gatekeeper installed); returns its ``bin/python3``. It includes the system site-packages,
+    which also enables the *user* site-packages (as a system interpreter would): the harder case
+    for ``-I`` to defend."""
     base = _python_for(user)
-    subprocess.run([base, "-m", "venv", "--without-pip", str(root)], check=True, capture_output=True)
+    subprocess.run(
+        [base, "-m", "venv", "--without-pip", "--system-site-packages", str(root)],
+        check=True,
+        capture_output=True,
+    )
     site = subprocess.run(
         [str(root / "bin" / "python3"), "-I", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
         check=True,
@@ -136,7 +144,9 @@ def make_runtime(root: Path, user: pwd.struct_passwd) -> Path:
     return root / "bin" / "python3"
 
 
-def render_snippet(python: Path, socket_path: Path, match: str = f"Match User {ACCOUNT}") -> str:
+def render_snippet(
+    python: Path, socket_path: Path, match: str = f"Match User {ACCOUNT},{BASH_ACCOUNT}"
+) -> str:
     """The documented snippet with its three deployment placeholders replaced."""
     text = SNIPPET.read_text()
     for placeholder in (SNIPPET_MATCH, SNIPPET_PYTHON, SNIPPET_SOCKET):
@@ -340,9 +350,10 @@ class SshdEnv:
 
     workdir: Path
     user: pwd.struct_passwd
+    bash_user: pwd.struct_passwd
     python: Path  # the runtime the ForceCommand uses
     socket_path: Path
-    markers: Path  # writable by the test account; commands touch files here
+    markers: Path  # writable by the test accounts (1777); commands touch files here
     keys: dict[str, ClientKey]
     known_hosts: Path
     sshd: Sshd
@@ -422,19 +433,23 @@ class SshdEnv:
     def marker(self, name: str) -> Path:
         return self.markers / name
 
-    def write_user_file(self, relative: str, content: str, mode: int = 0o644) -> Path:
-        """Create a file in the account's home, owned by the account (as if the user wrote it)."""
-        path = self.home / relative
-        parts = Path(relative).parts[:-1]
-        current = self.home
-        for part in parts:
+    def write_user_file(
+        self, relative: str, content: str, mode: int = 0o644, user: pwd.struct_passwd | None = None
+    ) -> Path:
+        """Create a file in the account's home, owned by the account (as if the user wrote it).
+        Returns its path; the caller removes it (:meth:`remove_user_files`)."""
+        owner = user or self.user
+        home = Path(owner.pw_dir)
+        path = home / relative
+        current = home
+        for part in Path(relative).parts[:-1]:
             current = current / part
             if not current.exists():
                 current.mkdir(mode=0o755)
-                os.chown(current, self.user.pw_uid, self.user.pw_gid)
+                os.chown(current, owner.pw_uid, owner.pw_gid)
         path.write_text(content)
         os.chmod(path, mode)
-        os.chown(path, self.user.pw_uid, self.user.pw_gid)
+        os.chown(path, owner.pw_uid, owner.pw_gid)
         return path
 
 
@@ -461,10 +476,12 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 """
 
 
-@pytest.fixture(scope="session")
-def sshd_env() -> Iterator[SshdEnv]:
+@pytest.fixture(scope="session", name="sshd_env")
+def sshd_env_fixture() -> Iterator[SshdEnv]:
+    """The session's gated sshd (import ``sshd_env_fixture`` into a test module, use ``sshd_env``)."""
     require_sshd()
     user = ensure_account()
+    bash_user = ensure_account(BASH_ACCOUNT, "/bin/bash")
     workdir = Path(tempfile.mkdtemp(prefix="gk-sshd-"))
     os.chmod(workdir, 0o755)
     service: LocalServiceThread | None = None
@@ -481,10 +498,11 @@ def sshd_env() -> Iterator[SshdEnv]:
         keys = {name: make_key(keys_dir / f"id_{name}", f"gk-test-{name}") for name in ("a", "b")}
         auth_dir = workdir / "authorized_keys"
         auth_dir.mkdir(mode=0o755)
-        (auth_dir / user.pw_name).write_text("".join(k.public + "\n" for k in keys.values()))
+        for account in (user, bash_user):
+            (auth_dir / account.pw_name).write_text("".join(k.public + "\n" for k in keys.values()))
         markers = workdir / "markers"
-        markers.mkdir(mode=0o755)
-        os.chown(markers, user.pw_uid, user.pw_gid)
+        markers.mkdir()
+        os.chmod(markers, 0o1777)  # both test accounts leave markers here
         run_dir = workdir / "run"
         socket_path = run_dir / "local.sock"
         gate = SwitchableGate()
@@ -500,6 +518,7 @@ def sshd_env() -> Iterator[SshdEnv]:
         yield SshdEnv(
             workdir=workdir,
             user=user,
+            bash_user=bash_user,
             python=python,
             socket_path=socket_path,
             markers=markers,
