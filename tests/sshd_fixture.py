@@ -534,3 +534,7 @@ def sshd_env_fixture() -> Iterator[SshdEnv]:
         if service is not None:
             service.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# The fixture's plain name, for modules that import it as ``sshd_env`` (same fixture object).
+sshd_env = sshd_env_fixture
