@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import LogServer, init_log
-from sshd_fixture import SshdEnv, sshd_env  # noqa: F401 - fixture
+from sshd_fixture import SshdEnv, sshd_env_fixture  # noqa: F401 - the "sshd_env" fixture
 
 from gatekeeper.agent.config import load_config
 from gatekeeper.agent.wiring import build_gate, init_agent_dir
@@ -43,7 +43,7 @@ class Setup:
 
 
 @pytest.fixture(scope="module")
-def setup(sshd_env: SshdEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:  # noqa: F811
+def setup(sshd_env: SshdEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     tmp = tmp_path_factory.mktemp("gk-ssh-sshd")
     init_log(tmp / "log", "sshd.example/log")
     log = LogServer(tmp / "log", "sshd.example/log", ("--accept-any",), "127.0.0.1:0").start()

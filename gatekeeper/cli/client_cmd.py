@@ -89,10 +89,10 @@ def _add_ssh_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS")
 
 
-def _command(args: argparse.Namespace, words: list[str]) -> bytes:
+def _command(args: argparse.Namespace, words: list[str], strip: bool = True) -> bytes:
     from gatekeeper.client.submit import join_command
 
-    if words and words[0] == "--":
+    if strip and words and words[0] == "--":
         words = words[1:]
     if args.command_string is not None:
         if words:
@@ -162,26 +162,32 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _split_ssh_words(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """(destinations, command words). Options between the destination and '--' are parsed here."""
+    """(destinations, command words). After the destination: '--' starts the command; words that
+    start with '-' are options up to '--' (parsed here); any other word starts the command (like
+    ``ssh host cmd args``)."""
     words = list(args.words)
     dests: list[str] = []
     if args.hosts is None:
         if not words or words[0] == "--":
             raise ConfigError("no destination: gk ssh [user@]host[:port] -- COMMAND...")
         dests.append(words.pop(0))
-    if "--" in words:
-        cut = words.index("--")
+    if words and words[0] == "--":
+        words = words[1:]
+    elif words and words[0].startswith("-"):
+        cut = words.index("--") if "--" in words else len(words)
         middle, words = words[:cut], words[cut + 1 :]
-        if middle:
-            extra = argparse.ArgumentParser(prog="gk ssh", add_help=False)
-            _add_ssh_options(extra)
-            defaults = {a.dest: a.default for a in extra._actions}
-            parsed, rest = extra.parse_known_args(middle)
-            if rest:
-                raise ConfigError(f"unexpected {' '.join(rest)!r} before '--'")
-            for name, value in vars(parsed).items():
-                if value != defaults.get(name):
-                    setattr(args, name, value)
+        extra = argparse.ArgumentParser(prog="gk ssh", add_help=False)
+        _add_ssh_options(extra)
+        defaults = {a.dest: a.default for a in extra._actions}
+        parsed, rest = extra.parse_known_args(middle)
+        if rest:
+            raise ConfigError(
+                f"unexpected {' '.join(rest)!r}: when options follow the destination, the command "
+                "must follow '--'"
+            )
+        for name, value in vars(parsed).items():
+            if value != defaults.get(name):
+                setattr(args, name, value)
     if args.hosts is not None:
         dests = [h.strip() for h in args.hosts.split(",") if h.strip()]
         if not dests:
@@ -195,7 +201,7 @@ def _ssh(args: argparse.Namespace) -> int:
 
     dests, words = _split_ssh_words(args)
     args.words = words
-    command = _command(args, words)
+    command = _command(args, words, strip=False)
     if len(dests) != len(set(dests)):
         raise ConfigError("a host is named twice in -H")
     cfg, log = _settings(args)
