@@ -9,6 +9,9 @@ connection each time, alternating between the variants to cancel drift:
   ``GK_BUNDLE``, host verification (bundle, signature, nonce, checkpoint, consistency, fsync);
 - ``plain_sshd``: plain paramiko ``true`` against a stock OpenSSH sshd (no Gatekeeper), when one can
   run here (root, Debian's openssh-server, the ``gktest`` account);
+- ``plain_sshd_gk_exec_gate_off`` / ``gk_ssh_sshd_gk_exec``: the same against sshd with the
+  documented snippet (ForceCommand ``gk exec`` + the local service in its own process), the gate
+  switched off for plain paramiko and the real verifying gate for ``gk ssh``;
 - ``cli_*``: the same two agent variants as separate processes (``gk ssh`` vs a minimal paramiko
   script), to show Python's start-up cost, which ``gk ssh`` pays on every call.
 
@@ -179,34 +182,126 @@ def _serve_unsafe_agent(config: str) -> None:
     sys.exit(serve(load_config(config), gate=UnsafeAllowAllGate()))
 
 
-def start_sshd(tmp: Path, user_pub: str) -> tuple[Any, int, Path, str] | None:
-    """A stock sshd (no Gatekeeper) for the ``gktest`` account, or None if it cannot run here."""
+def _sshd_helpers() -> Any:
     sys.path.insert(0, str(REPO))
     try:
         from tests import sshd_fixture as sf
     except Exception as exc:  # the fixture module is optional for this benchmark
-        common.log(f"no sshd baseline: {exc}")
+        common.log(f"no sshd variants: {exc}")
         return None
     why = sf.unavailable_reason()
     if why:
-        common.log(f"no sshd baseline: {why}")
+        common.log(f"no sshd variants: {why}")
+        return None
+    return sf
+
+
+def start_sshd(
+    tmp: Path, name: str, user_pub: str, snippet: str | None = None
+) -> tuple[Any, int, Path, str] | None:
+    """An sshd for the ``gktest`` account: stock (``snippet=None``), or with the documented
+    Gatekeeper snippet (ForceCommand gk exec) included first. None if sshd cannot run here."""
+    sf = _sshd_helpers()
+    if sf is None:
         return None
     user = sf.ensure_account()
-    work = tmp / "sshd"
+    work = tmp / name
     work.mkdir(mode=0o755)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "host_key")], check=True)
     (work / "authorized_keys").write_text(user_pub)
+    include = ""
+    if snippet is not None:
+        (work / "conf.d").mkdir()
+        (work / "conf.d" / "00-gatekeeper.conf").write_text(snippet)
+        include = f"Include {work}/conf.d/*.conf\n"
 
     def config(port: int) -> str:
         return (
-            f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {work}/host_key\nPidFile none\nStrictModes no\n"
-            f"UsePAM no\nAuthorizedKeysFile {work}/authorized_keys\nPasswordAuthentication no\n"
-            "KbdInteractiveAuthentication no\nPermitRootLogin no\nPrintMotd no\n"
+            f"{include}ListenAddress 127.0.0.1\nPort {port}\nHostKey {work}/host_key\nPidFile none\n"
+            f"StrictModes no\nUsePAM no\nAuthorizedKeysFile {work}/authorized_keys\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin no\nPrintMotd no\n"
         )
 
     sshd = sf.Sshd(work, config)
     sshd.start()
     return sshd, sshd.port, work / "host_key.pub", user.pw_name
+
+
+def start_gated_sshds(
+    tmp: Path, url: str, vkey: str, user_pub: str
+) -> tuple[list[Any], dict[str, tuple[int, Path, str]]]:
+    """Two sshds with the documented snippet (ForceCommand gk exec), each talking to its own local
+    service in its own process: ``real`` (the verifying gate, host name ``sshd-host``) and ``off``
+    (:class:`UnsafeAllowAllGate`). Returns (things to stop, {mode: (port, host_key.pub, account)})."""
+    sf = _sshd_helpers()
+    if sf is None:
+        return [], {}
+    user = sf.ensure_account()
+    python = sf.make_runtime(tmp / "runtime", user)
+    stop: list[Any] = []
+    out: dict[str, tuple[int, Path, str]] = {}
+    subprocess.run(
+        [
+            *GK,
+            "agent",
+            "init",
+            str(tmp / "sshd-host"),
+            "--name",
+            "sshd-host",
+            "--log",
+            url,
+            "--log-key",
+            vkey,
+        ],
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+        env=_env(),
+    )
+    for mode in ("real", "off"):
+        sock = tmp / f"run-{mode}" / "local.sock"
+        stop.append(
+            Proc(
+                [
+                    sys.executable,
+                    __file__,
+                    "--serve-local",
+                    str(sock),
+                    mode,
+                    str(tmp / "sshd-host" / "agent.toml"),
+                ],
+                r"^local ready",
+            )
+        )
+        info = start_sshd(
+            tmp, f"sshd-{mode}", user_pub, sf.render_snippet(python, sock, f"Match User {user.pw_name}")
+        )
+        assert info is not None
+        stop.append(info[0])
+        out[mode] = (info[1], info[2], info[3])
+    return stop, out
+
+
+def _serve_local(socket_path: str, mode: str, config: str) -> None:
+    import asyncio
+
+    from gatekeeper.agent.config import load_config
+    from gatekeeper.agent.local import start_local
+    from gatekeeper.agent.wiring import build_gate
+
+    async def main() -> None:
+        gate: Any = UnsafeAllowAllGate() if mode == "off" else build_gate(load_config(config))
+        server = await start_local(gate, socket_path)
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopped.set)
+        print("local ready", flush=True)
+        await stopped.wait()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
 
 
 # -- clients ----------------------------------------------------------------------------------------
@@ -289,9 +384,13 @@ def main() -> None:
         open_, open_port, open_pub = start_agent(tmp, "web-02", url, vkey, user_pub, unsafe=True)
         procs.append(open_)
         common.log(f"log ({log_kind}) at {url}; gated agent :{gated_port}; gate-off agent :{open_port}")
-        sshd_info = start_sshd(tmp, user_pub)
+        sshd_info = start_sshd(tmp, "sshd-stock", user_pub)
         if sshd_info:
             sshd = sshd_info[0]
+            gated_stop, gated_sshd = start_gated_sshds(tmp, url, vkey, user_pub)
+            procs.extend(gated_stop)
+        else:
+            gated_sshd = {}
 
         kh = tmp / "known_hosts"
         cfg = tmp / "ssh_config"
@@ -301,15 +400,26 @@ def main() -> None:
             f"Host web-01\n  HostName 127.0.0.1\n  Port {gated_port}\n  HostKeyAlias web-01\n  User {USER}\n"
             f"  UserKnownHostsFile {kh}\n  GlobalKnownHostsFile /dev/null\n"
         )
+        if gated_sshd:
+            port, pub_path, account = gated_sshd["real"]
+            kind, b64 = pub_path.read_text().split()[:2]
+            with kh.open("a") as f:
+                f.write(f"sshd-host {kind} {b64}\n")
+            with cfg.open("a") as f:
+                f.write(
+                    f"Host sshd-host\n  HostName 127.0.0.1\n  Port {port}\n  HostKeyAlias sshd-host\n"
+                    f"  User {account}\n  UserKnownHostsFile {kh}\n  GlobalKnownHostsFile /dev/null\n"
+                )
         resolver = sshclient.Resolver([cfg])
         spec = resolver.resolve("web-01")
+        sshd_spec = resolver.resolve("sshd-host") if gated_sshd else None
         me = ident.from_file(key_path)
         settings = LogSettings.from_strings(url, vkey, None, tmp / "client-state", timeout=10)
 
-        def gk_once() -> tuple[float, dict[str, float]]:
+        def gk_once(target: Any = None) -> tuple[float, dict[str, float]]:
             t0 = time.perf_counter()
             report = run_on_hosts(
-                specs=[spec],
+                specs=[target or spec],
                 identity=me,
                 log=settings,
                 command=b"true",
@@ -331,9 +441,17 @@ def main() -> None:
         if sshd_info:
             variants["plain_sshd"] = []
             sshd_pub = sshd_info[2].read_text()
+        if gated_sshd:
+            variants["plain_sshd_gk_exec_gate_off"] = []
+            variants["gk_ssh_sshd_gk_exec"] = []
+            off_port, off_pub_path, account = gated_sshd["off"]
+            off_pub = off_pub_path.read_text()
         for _ in range(3):  # warm-up: imports, caches, the agents' first log fetch
             plain_exec(open_port, USER, pkey, open_pub_text)
             gk_once()
+            if gated_sshd:
+                plain_exec(off_port, account, pkey, off_pub)
+                gk_once(sshd_spec)
         common.log(f"measuring {n} rounds")
         for _ in range(n):
             variants["plain_agent"].append(plain_exec(open_port, USER, pkey, open_pub_text))
@@ -345,6 +463,9 @@ def main() -> None:
                 gk_split.setdefault(k, []).append(v)
             if sshd_info:
                 variants["plain_sshd"].append(plain_exec(sshd_info[1], sshd_info[3], pkey, sshd_pub))
+            if gated_sshd:
+                variants["plain_sshd_gk_exec_gate_off"].append(plain_exec(off_port, account, pkey, off_pub))
+                variants["gk_ssh_sshd_gk_exec"].append(gk_once(sshd_spec)[0])
 
         common.log("measuring the log alone: POST /add wait=0 vs wait=1")
         from personality.client import LogClient
@@ -403,6 +524,15 @@ def main() -> None:
             statistics.median(cli["cli_gk_ssh_agent"]) - statistics.median(cli["cli_plain_paramiko_agent"])
         )
         results["log"] = log_kind
+        if gated_sshd:
+            results["sshd_overhead_median_ms"] = ms(
+                statistics.median(variants["gk_ssh_sshd_gk_exec"])
+                - statistics.median(variants["plain_sshd_gk_exec_gate_off"])
+            )
+            results["gk_exec_overhead_gate_off_median_ms"] = ms(
+                statistics.median(variants["plain_sshd_gk_exec_gate_off"])
+                - statistics.median(variants["plain_sshd"])
+            )
         common.emit(
             {
                 "benchmark": "gk_ssh",
@@ -439,6 +569,8 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-fake-log":
         _serve_fake_log()
+    elif len(sys.argv) > 4 and sys.argv[1] == "--serve-local":
+        _serve_local(sys.argv[2], sys.argv[3], sys.argv[4])
     elif len(sys.argv) > 2 and sys.argv[1] == "--serve-unsafe-agent":
         _serve_unsafe_agent(sys.argv[2])
     else:
