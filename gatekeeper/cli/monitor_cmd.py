@@ -59,6 +59,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-stdout", action="store_true", help="no JSON lines on stdout")
     p.add_argument("--workers", type=int, help="signature-check processes (default: every core)")
     p.add_argument(
+        "--save-every",
+        type=int,
+        metavar="N",
+        help="save progress every N checked entries (default 65536; bounds re-checking after a crash)",
+    )
+    p.add_argument(
         "--fail-on",
         choices=("info", "low", "medium", "high", "critical"),
         help="--once exits 1 if an alert of at least this severity fired",
@@ -123,7 +129,7 @@ def _config(args: argparse.Namespace) -> Any:
         webhook_headers=alerts.webhook_headers,
     )
     changes: dict[str, Any] = {"alerts": alerts}
-    for name in ("state", "rules", "allowed_signers", "interval", "publish", "workers"):
+    for name in ("state", "rules", "allowed_signers", "interval", "publish", "workers", "save_every"):
         value = getattr(args, name)
         if value is not None:
             changes[name] = value

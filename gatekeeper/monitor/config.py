@@ -9,6 +9,7 @@
     publish = "/srv/gk-gossip"             # optional: publish verified checkpoints here
     peers = ["https://mon2.example.com/gossip", "/mnt/shared/gossip"]   # optional: compare with these
     workers = 2                            # signature-check processes (default: every core)
+    save_every = 65536                     # save progress this often (bounds re-checking after a crash)
 
     [alerts]
     stdout = true                          # JSON lines on stdout
@@ -72,6 +73,7 @@ class MonitorConfig:
     publish: Path | None = None
     peers: tuple[str, ...] = ()
     workers: int | None = None
+    save_every: int = 65536
     alerts: AlertSpec = AlertSpec()
 
 
@@ -119,7 +121,18 @@ def load_config(path: str | Path) -> MonitorConfig:
         raise ConfigError(f"cannot read {p}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    known = {"state", "rules", "allowed_signers", "interval", "publish", "peers", "workers", "alerts", "log"}
+    known = {
+        "state",
+        "rules",
+        "allowed_signers",
+        "interval",
+        "publish",
+        "peers",
+        "workers",
+        "save_every",
+        "alerts",
+        "log",
+    }
     unknown = set(doc) - known
     if unknown:
         raise ConfigError(f"{p}: unknown settings {sorted(unknown)}")
@@ -181,8 +194,12 @@ def load_config(path: str | Path) -> MonitorConfig:
     workers = _get(doc, "workers", int, str(p))
     if workers is not None and workers < 1:
         raise ConfigError(f"{p}: workers must be at least 1")
+    save_every = _get(doc, "save_every", int, str(p), 65536)
+    if save_every < 1:
+        raise ConfigError(f"{p}: save_every must be at least 1")
     return MonitorConfig(
         logs=tuple(logs),
+        save_every=save_every,
         state=rel(_get(doc, "state", str, str(p))) or Path(DEFAULT_STATE),
         rules=rel(_get(doc, "rules", str, str(p))),
         allowed_signers=rel(_get(doc, "allowed_signers", str, str(p))),

@@ -165,6 +165,7 @@ class MonitorRunner:
                     observer=observer,
                     state_store=state_store,
                     publish=self._publish if config.publish else None,
+                    save_every=config.save_every,
                     progress=progress,
                 )
             )

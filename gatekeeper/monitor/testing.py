@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -33,7 +33,15 @@ from personality.tlog.tiles import (
     tiles_for_size,
 )
 
-__all__ = ["FastSigner", "synthetic_entries", "write_static_log", "HOSTS", "ACCOUNTS"]
+__all__ = [
+    "FastSigner",
+    "synthetic_entries",
+    "synthetic_chunks",
+    "synthetic_signers",
+    "write_static_log",
+    "HOSTS",
+    "ACCOUNTS",
+]
 
 HOSTS = (
     [f"web-{i:02d}" for i in range(1, 21)] + [f"db-{i:02d}" for i in range(1, 6)] + ["bastion", "ci-runner"]
@@ -85,10 +93,13 @@ class FastSigner:
         return body + b"\n" + self.sign_body(body)
 
 
-def _synth_chunk(seed: int, start: int, count: int, keys: Sequence[bytes], t0: int) -> list[bytes]:
+def _synth_chunk(
+    seed: int, start: int, count: int, keys: Sequence[bytes], t0: int
+) -> tuple[list[bytes], list[Action]]:
     signers = [FastSigner(Ed25519PrivateKey.from_private_bytes(k)) for k in keys]
     rnd = random.Random(seed * 1_000_003 + start)
-    out = []
+    out: list[bytes] = []
+    actions: list[Action] = []
     for i in range(start, start + count):
         signer = signers[i % len(signers)]
         n = rnd.randrange(100_000)
@@ -107,27 +118,48 @@ def _synth_chunk(seed: int, start: int, count: int, keys: Sequence[bytes], t0: i
             reason=rnd.choice(_REASONS).format(n=n),
         )
         out.append(signer.entry(a))
-    return out
+        actions.append(a)
+    return out, actions
 
 
-def synthetic_entries(
+def synthetic_chunks(
     count: int, *, seed: int = 1, signers: int = 5, t0: int = 1_780_000_000, workers: int | None = None
-) -> tuple[list[bytes], list[FastSigner]]:
-    """``count`` valid signed actions (deterministic for a seed, apart from the keys), every
-    ``i``-th signed by ``signers[i % len(signers)]``; action ``i`` has ``not_before`` in
-    ``[t0 + 30 i, t0 + 30 i + 30)``. Returns the entries and the signers."""
+) -> Iterator[tuple[int, list[bytes], list[Action]]]:
+    """The entries of :func:`synthetic_entries` as they are made, in order: ``(first index,
+    entries, the actions they carry)``, 4096 at a time, on every core."""
     rnd = random.Random(seed)
     keys = [rnd.randbytes(32) for _ in range(signers)]
     chunk = 4096
     starts = list(range(0, count, chunk))
     workers = workers or os.cpu_count() or 1
     if count <= chunk or workers == 1:
-        entries = [e for s in starts for e in _synth_chunk(seed, s, min(chunk, count - s), keys, t0)]
-    else:
-        with ProcessPoolExecutor(workers) as ex:
-            futs = [ex.submit(_synth_chunk, seed, s, min(chunk, count - s), keys, t0) for s in starts]
-            entries = [e for f in futs for e in f.result()]
-    return entries, [FastSigner(Ed25519PrivateKey.from_private_bytes(k)) for k in keys]
+        for s in starts:
+            yield (s, *_synth_chunk(seed, s, min(chunk, count - s), keys, t0))
+        return
+    with ProcessPoolExecutor(workers) as ex:
+        futs = [(s, ex.submit(_synth_chunk, seed, s, min(chunk, count - s), keys, t0)) for s in starts]
+        for s, f in futs:
+            yield (s, *f.result())
+
+
+def synthetic_signers(seed: int = 1, signers: int = 5) -> list[FastSigner]:
+    """The signers :func:`synthetic_chunks` uses for ``seed``."""
+    rnd = random.Random(seed)
+    return [FastSigner(Ed25519PrivateKey.from_private_bytes(rnd.randbytes(32))) for _ in range(signers)]
+
+
+def synthetic_entries(
+    count: int, *, seed: int = 1, signers: int = 5, t0: int = 1_780_000_000, workers: int | None = None
+) -> tuple[list[bytes], list[FastSigner]]:
+    """``count`` valid signed actions (deterministic for a seed), every ``i``-th signed by
+    ``signers[i % len(signers)]``; action ``i`` has ``not_before`` in ``[t0 + 30 i, t0 + 30 i + 30)``.
+    Returns the entries and the signers."""
+    entries = [
+        e
+        for _, chunk, _ in synthetic_chunks(count, seed=seed, signers=signers, t0=t0, workers=workers)
+        for e in chunk
+    ]
+    return entries, synthetic_signers(seed, signers)
 
 
 def write_static_log(
