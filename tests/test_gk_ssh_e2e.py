@@ -385,3 +385,13 @@ def test_cli_output_closed_early(fleet: Fleet) -> None:
     assert p.stdout == b"y\ny\n"
     assert p.stderr.decode().splitlines()[-1] == "status 141"
     assert b"Traceback" not in p.stderr and b"Exception ignored" not in p.stderr
+
+
+def test_single_unreachable_host_logs_nothing(fleet: Fleet) -> None:
+    from personality.client import LogClient
+
+    before = LogClient.http(fleet.log_url).checkpoint()
+    with pytest.raises(sshclient.SSHError, match="cannot connect") as exc:
+        run(fleet, ["dead"], b"echo never")
+    assert exc.value.exit_code == 255
+    assert LogClient.http(fleet.log_url).checkpoint() == before

@@ -114,12 +114,15 @@ def run_on_hosts(
     """Log one action naming every host of ``specs``, then run ``command`` on each.
 
     One host: the SSH connection is set up while the action is signed and logged (both take a few
-    milliseconds; doing them at once hides the shorter), then streams go straight through
-    (``stdin`` forwarded, EOF propagated). Several hosts: each host is connected after the action
-    is logged; output lines are prefixed ``[label] ``; stdin is not forwarded (each command sees
-    EOF); hosts run ``parallel`` at a time (1..MAX_PARALLEL). ``pin_host_keys``: connect to every
-    host first and put the fingerprint of the host key each one presented into the action, so
-    only that machine accepts it.
+    milliseconds; doing them at once hides the shorter). The signed action is sent only once the
+    TCP connection is up: an unreachable host raises :class:`~gatekeeper.client.sshclient.SSHError`
+    with nothing logged (a failure later in the handshake is reported per host, after logging).
+    Then streams go straight through (``stdin`` forwarded, EOF propagated).
+
+    Several hosts: each host is connected after the action is logged; output lines are prefixed
+    ``[label] ``; stdin is not forwarded (each command sees EOF); hosts run ``parallel`` at a time
+    (1..MAX_PARALLEL). ``pin_host_keys``: connect to every host first and put the fingerprint of
+    the host key each one presented into the action, so only that machine accepts it.
 
     Raises the submit errors (then nothing ran). Per-host SSH failures are recorded in the report
     (status 255, ``error``) and do not stop the other hosts.
@@ -140,15 +143,23 @@ def run_on_hosts(
     pool = ThreadPoolExecutor(max_workers=workers)
     timings: dict[str, float] = {"load_key": time.perf_counter() - t0}
 
+    reached = threading.Event()  # single host: TCP connected, or the connection failed
+
     def open_one(spec: sshclient.HostSpec) -> sshclient.Connection | GatekeeperError:
         start = time.perf_counter()
         try:
             return sshclient.connect(
-                spec, auth_key, resolver=resolver, accept_new=accept_new, timeout=connect_timeout
+                spec,
+                auth_key,
+                resolver=resolver,
+                accept_new=accept_new,
+                timeout=connect_timeout,
+                on_tcp=reached.set if single else None,
             )
         except GatekeeperError as exc:
             return exc
         finally:
+            reached.set()
             if single:
                 timings["ssh_connect"] = time.perf_counter() - start
 
@@ -165,7 +176,18 @@ def run_on_hosts(
         else:
             targets = [Target(s.target_name) for s in specs]
         action = build_action(identity, targets, accounts[0], command, window=window, reason=reason)
-        logged = submit_action(log, identity, action)
+
+        def connection_still_possible() -> None:
+            # single host: wait until TCP is connected (one round trip, normally over while the
+            # action was signed); an unreachable host then fails here and nothing is logged
+            if single and early:
+                reached.wait(connect_timeout)
+                if early[0].done():
+                    failed = early[0].result()
+                    if isinstance(failed, GatekeeperError):
+                        raise failed
+
+        logged = submit_action(log, identity, action, before_post=connection_still_possible)
         if on_logged is not None:
             on_logged(logged)
         report = RunReport(logged, timings=timings)

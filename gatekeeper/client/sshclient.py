@@ -413,10 +413,12 @@ def connect(
     resolver: Resolver | None = None,
     accept_new: bool = False,
     timeout: float = 10.0,
+    on_tcp: Callable[[], None] | None = None,
 ) -> Connection:
     """Connect (through ``ProxyJump`` hops if configured), check the host key, and authenticate
     ``spec.user`` with ``auth_key`` only (``None``: agent and identity files, as for jump hosts).
-    Raises :class:`SSHError` (or :class:`HostKeyUnknown` / :class:`HostKeyChanged`)."""
+    ``on_tcp`` is called once the first TCP connection (to the host, or to the first jump host) is
+    established. Raises :class:`SSHError` (or :class:`HostKeyUnknown` / :class:`HostKeyChanged`)."""
     jumps: list[paramiko.Transport] = []
     try:
         via: paramiko.Transport | None = None
@@ -429,9 +431,9 @@ def connect(
                 hop_spec = res.resolve(hop)
                 if hop_spec.proxy_jump:  # the chain is given explicitly; ignore the hop's own jump
                     hop_spec = _without_jump(hop_spec)
-                via = _handshake(hop_spec, via, None, accept_new, timeout)
+                via = _handshake(hop_spec, via, None, accept_new, timeout, on_tcp if not jumps else None)
                 jumps.append(via)
-        t = _handshake(spec, via, auth_key, accept_new, timeout)
+        t = _handshake(spec, via, auth_key, accept_new, timeout, None if jumps else on_tcp)
     except BaseException:
         for j in reversed(jumps):
             j.close()
@@ -451,8 +453,11 @@ def _handshake(
     auth_key: paramiko.PKey | None,
     accept_new: bool,
     timeout: float,
+    on_tcp: Callable[[], None] | None = None,
 ) -> paramiko.Transport:
     sock = _open_socket(spec, via, timeout)
+    if on_tcp is not None:
+        on_tcp()
     t = paramiko.Transport(sock)
     try:
         _preferred_host_key_types(t, knownhosts.load(spec.known_hosts_files).key_types_for(spec.key_name))

@@ -217,13 +217,17 @@ def submit_action(
     *,
     client: LogClient | None = None,
     warn: Callable[[str], None] | None = None,
+    before_post: Callable[[], None] | None = None,
 ) -> SubmitResult:
     """Sign ``action``, log it, verify the answer, update the state file, return the bundle.
 
     ``client`` defaults to an HTTP client for ``log.url``. ``warn`` receives one-line warnings
-    (default: stderr). Raises LogUnavailable, Refused, LogMisbehaved (LogFork), ClockSkew,
-    ConfigError, ActionFormatError -- see the module docstring. Nothing is returned, and the state
-    file is not changed, unless the checkpoint and inclusion proof verified.
+    (default: stderr). ``before_post`` is called after signing, just before the entry is sent; an
+    exception it raises aborts the submission with nothing logged (``gk ssh`` uses it to stop when
+    the SSH connection it opened meanwhile has already failed). Raises LogUnavailable, Refused,
+    LogMisbehaved (LogFork), ClockSkew, ConfigError, ActionFormatError -- see the module docstring.
+    Nothing is returned, and the state file is not changed, unless the checkpoint and inclusion
+    proof verified.
     """
     warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
     timings: dict[str, float] = {}
@@ -243,6 +247,8 @@ def submit_action(
         session = requests.Session()
         session.hooks["response"].append(dates)
         client = LogClient.http(log.url, timeout=(min(log.timeout, 5.0), log.timeout), session=session)
+    if before_post is not None:
+        before_post()
     answer = _add(client, entry, log.url)
     t2 = time.perf_counter()
     timings["log"] = t2 - t1
