@@ -306,6 +306,8 @@ class AuditIndex:
 
     def on_batch(self, origin: str, batch: Batch) -> None:
         self._check_origin(origin)
+        if len(batch.results) != len(batch.entries):
+            raise ConfigError("the audit index needs checked actions (not an opaque log)")
         rows = []
         targets = []
         principals: set[tuple[str, str]] = set()

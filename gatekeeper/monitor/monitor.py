@@ -56,7 +56,6 @@ from personality.errors import (
 )
 from personality.tlog.checkpoint import SignedCheckpoint, open_checkpoint
 from personality.tlog.note import NoteVerifier
-from personality.tlog.tiles import TILE_HEIGHT
 
 __all__ = [
     "LogTarget",
@@ -420,7 +419,7 @@ class LogMonitor:
                 cp.size,
                 self.pool,
                 on_batch,
-                keep_nodes_from_level=TILE_HEIGHT if self.observer is not None else None,
+                keep_nodes=self.observer is not None,
             )
         except TruncatedLog as exc:
             bar.finish()

@@ -16,6 +16,7 @@ crash can never mark an unchecked entry as checked. The final root is compared b
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -179,6 +180,61 @@ class Batch:
         return self.start + len(self.entries)
 
 
+class TreeBuilder:
+    """The right edge of the tree while entries stream in, fast for whole tiles.
+
+    A tree whose size is a multiple of 256 is, above level 8, the tree of its tile roots; so
+    whole tiles are hashed as perfect subtrees (255 node hashes, no per-leaf bookkeeping) and
+    their roots appended to a :class:`~personality.tlog.merkle.CompactRange` of tile roots; a
+    partial tile goes leaf by leaf through a second one. :meth:`compact` joins both into the
+    compact range of all leaves (tile-level hashes, then the partial tile's). Completed nodes at
+    tile levels (8, 16, …) are reported, for an index that serves proofs.
+    """
+
+    __slots__ = ("tiles", "tail")
+
+    def __init__(self, edge: merkle.CompactRange) -> None:
+        whole, rest = divmod(edge.size, TILE_WIDTH)
+        hashes = edge.hashes
+        upper = whole.bit_count()
+        self.tiles = merkle.CompactRange(whole, hashes[:upper])
+        self.tail = merkle.CompactRange(rest, hashes[upper:])
+
+    @property
+    def size(self) -> int:
+        return self.tiles.size * TILE_WIDTH + self.tail.size
+
+    def compact(self) -> merkle.CompactRange:
+        return merkle.CompactRange(self.size, self.tiles.hashes + self.tail.hashes)
+
+    def _tile_done(self, root: bytes, nodes: list[tuple[int, int, bytes]] | None) -> None:
+        done = self.tiles.append(root)
+        if nodes is not None:
+            nodes.extend((level + TILE_HEIGHT, n, h) for level, n, h in done if level % TILE_HEIGHT == 0)
+
+    def extend(self, leaves: Sequence[bytes], nodes: list[tuple[int, int, bytes]] | None = None) -> None:
+        """Append leaf hashes; completed tile-level nodes go to ``nodes`` when given."""
+        i, n = 0, len(leaves)
+        sha = hashlib.sha256
+        if self.tail.size:
+            take = min(n, TILE_WIDTH - self.tail.size)
+            self.tail.extend(leaves[:take])
+            i = take
+            if self.tail.size == TILE_WIDTH:
+                root = self.tail.root()
+                self.tail = merkle.CompactRange()
+                self._tile_done(root, nodes)
+        while n - i >= TILE_WIDTH:
+            level = leaves[i : i + TILE_WIDTH]
+            while len(level) > 1:  # a perfect subtree: RFC 6962 node hashes, pairwise
+                it = iter(level)
+                level = [sha(b"\x01" + a + b).digest() for a, b in zip(it, it, strict=True)]
+            self._tile_done(level[0], nodes)
+            i += TILE_WIDTH
+        if i < n:
+            self.tail.extend(leaves[i:])
+
+
 def scan_entries(
     source: TileSource,
     edge: merkle.CompactRange,
@@ -186,43 +242,40 @@ def scan_entries(
     pool: CheckPool,
     on_batch: Callable[[Batch], None],
     *,
-    keep_nodes_from_level: int | None = None,
+    keep_nodes: bool = False,
     prefetch: int = 4,
     parallel_above: int = 4096,
 ) -> merkle.CompactRange:
     """Download, hash and check entries ``[edge.size, size)``; return the final edge.
 
     ``on_batch`` is called for every batch in order, after its entries were checked. The caller
-    compares ``result.root()`` with the signed root of ``size``: a difference means the entries served are not
-    the ones the checkpoint signs (a rewrite). ``edge`` itself is not modified. Nodes at levels
-    ``>= keep_nodes_from_level`` (multiples of 8, as hash tiles store them) are passed in
+    compares ``result.root()`` with the signed root of ``size``: a difference means the entries
+    served are not the ones the checkpoint signs (a rewrite). ``edge`` itself is not modified.
+    With ``keep_nodes``, the perfect subtrees completed at tile levels (8, 16, …) are passed in
     :attr:`Batch.nodes`. Raises :class:`TruncatedLog`, ``LogUnavailable``; whatever ``on_batch``
     raises stops the scan.
     """
-    cr = edge.copy()
-    if size < cr.size:
+    tree = TreeBuilder(edge)
+    if size < tree.size:
         raise ValueError("the target size is smaller than what was already scanned")
-    total = size - cr.size
+    total = size - tree.size
     side: dict[int, tuple[list[bytes], merkle.CompactRange, list[tuple[int, int, bytes]]]] = {}
+    sha = hashlib.sha256
 
     def hashed() -> Iterator[tuple[int, list[bytes]]]:
-        for start, entries in _prefetched(source, cr.size, size, prefetch):
-            if start != cr.size:  # pragma: no cover - read_entries yields contiguous ranges
+        for start, entries in _prefetched(source, tree.size, size, prefetch):
+            if start != tree.size:  # pragma: no cover - read_entries yields contiguous ranges
                 raise LogMisbehaved("entry batches are not contiguous")
-            lh = merkle.leaf_hash
-            leaves = [lh(e) for e in entries]
-            done = cr.extend(leaves)
-            if keep_nodes_from_level is None:
-                nodes: list[tuple[int, int, bytes]] = []
-            else:
-                nodes = [n for n in done if n[0] >= keep_nodes_from_level and n[0] % TILE_HEIGHT == 0]
-            side[start] = (leaves, cr.copy(), nodes)
+            leaves = [sha(b"\x00" + e).digest() for e in entries]  # RFC 6962 leaf hashes
+            nodes: list[tuple[int, int, bytes]] = []
+            tree.extend(leaves, nodes if keep_nodes else None)
+            side[start] = (leaves, tree.compact(), nodes)
             yield start, entries
 
     for start, entries, results in pool.map(hashed(), parallel=total > parallel_above):
         leaves, snapshot, nodes = side.pop(start)
         on_batch(Batch(start, entries, leaves, results, snapshot, nodes))
-    return cr
+    return tree.compact()
 
 
 def _prefetched(source: TileSource, start: int, end: int, depth: int) -> Iterator[tuple[int, list[bytes]]]:
