@@ -261,11 +261,14 @@ class Sequencer:
         return merkle.consistency_proof(size1, size2, st.getter(self.cache))
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
+    """One distinct entry waiting for integration, and every request waiting for it. Each request
+    has its own future, so a request that is cancelled (client gone) affects no other."""
+
     entry: bytes
     leaf_hash: bytes
-    future: asyncio.Future[tuple[int, bool]]
+    waiters: list[asyncio.Future[tuple[int, bool]]]
 
 
 class Log:
@@ -298,7 +301,7 @@ class Log:
         self._state: TreeState | None = None
         self._pending: list[_Pending] = []
         self._pending_bytes = 0
-        self._inflight: dict[bytes, asyncio.Future[tuple[int, bool]]] = {}
+        self._inflight: dict[bytes, _Pending] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -396,9 +399,10 @@ class Log:
             self._m_refused.inc()
             raise
         h = leaf_hash(entry)
-        fut = self._inflight.get(h)
-        joined = fut is not None
-        if fut is None:
+        fut: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
+        p = self._inflight.get(h)
+        joined = p is not None
+        if p is None:
             if self._closing:
                 raise OverloadedError("the log is shutting down; retry against its replacement", 5)
             if (
@@ -409,14 +413,14 @@ class Log:
                 raise OverloadedError(
                     f"the log has {len(self._pending)} entries waiting to be integrated; retry shortly", 1
                 )
-            fut = asyncio.get_running_loop().create_future()
-            self._inflight[h] = fut
-            self._pending.append(_Pending(entry, h, fut))
+            p = self._inflight[h] = _Pending(entry, h, [fut])
+            self._pending.append(p)
             self._pending_bytes += len(entry)
             self._idle.clear()
             self._wake.set()
-        # shield: a client that goes away must not cancel the batch's shared future.
-        index, logged = await asyncio.shield(fut)
+        else:
+            p.waiters.append(fut)
+        index, logged = await fut
         duplicate = logged or joined
         self._m_adds.inc()
         if duplicate:
@@ -454,8 +458,9 @@ class Log:
                 self._state = state
                 for p, r in zip(batch, results, strict=True):
                     self._inflight.pop(p.leaf_hash, None)
-                    if not p.future.done():
-                        p.future.set_result(r)
+                    for w in p.waiters:
+                        if not w.done():
+                            w.set_result(r)
             self._idle.set()
 
     def _fail(self, batch: list[_Pending], exc: Exception) -> None:
@@ -468,9 +473,10 @@ class Log:
             err = StorageError(f"internal error while integrating; nothing was logged: {exc}")
         for p in batch:
             self._inflight.pop(p.leaf_hash, None)
-            if not p.future.done():
-                p.future.set_exception(err)
-                p.future.exception()  # retrieved: requests that went away do not warn
+            for w in p.waiters:
+                if not w.done():
+                    w.set_exception(err)
+                    w.exception()  # marked retrieved: requests that went away do not warn
 
     # -- reads ---------------------------------------------------------------------------------------
 

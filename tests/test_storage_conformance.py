@@ -193,14 +193,25 @@ def test_later_put_replaces_the_stored_value(stores: tuple[SequencingStore, Tile
         tiles.get_tile(TilePath(0, 7, 5))
 
 
-def test_tile_value_must_match_its_path_width(stores: tuple[SequencingStore, TileStore]) -> None:
+def test_hash_tile_length_must_match_its_path_width(stores: tuple[SequencingStore, TileStore]) -> None:
     _, tiles = stores
     with pytest.raises(StorageError):
         tiles.put_tiles({TilePath(0, 0, 3): b"\x00" * 64})
     with pytest.raises(StorageError):
-        tiles.put_tiles({TilePath(None, 0, 2): pack_entry_bundle([b"a"])})
-    with pytest.raises(StorageError):
-        tiles.put_tiles({TilePath(None, 0, 1): b"\x00\x05ab"})  # truncated entry
+        tiles.put_tiles({TilePath(1, 0): b"\x00" * 32 * 255})
+
+
+def test_tiles_become_visible_to_other_threads_with_the_commit(
+    stores: tuple[SequencingStore, TileStore],
+) -> None:
+    seq, tiles = stores
+    seen: list[bytes] = []
+    tiles.put_tiles({TilePath(None, 0, 1): pack_entry_bundle([b"one"])})
+    seq.commit(None, b"cp", [(leaf_hash(b"one"), 0)])
+    t = threading.Thread(target=lambda: seen.append(tiles.get_tile(TilePath(None, 0, 1))))
+    t.start()
+    t.join()
+    assert seen == [pack_entry_bundle([b"one"])]
 
 
 def test_sqlite_state_survives_reopening(tmp_path: Path) -> None:

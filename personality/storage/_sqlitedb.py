@@ -91,9 +91,13 @@ def init_db(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def transaction(conn: sqlite3.Connection, begin: str) -> Iterator[None]:
-    """BEGIN ... COMMIT; on any failure (also of COMMIT itself) roll back so the connection is reusable."""
-    conn.execute(begin)
+def transaction(conn: sqlite3.Connection, begin: str | None) -> Iterator[None]:
+    """BEGIN ... COMMIT; on any failure (also of COMMIT itself) roll back so the connection is reusable.
+
+    ``begin=None`` continues the transaction already open on ``conn``.
+    """
+    if begin is not None:
+        conn.execute(begin)
     try:
         yield
         conn.execute("COMMIT")

@@ -136,7 +136,11 @@ class TileStore(Protocol):
     """
 
     def put_tiles(self, tiles: Mapping[TilePath, bytes]) -> None:
-        """Store every tile (hash tile bytes or entry bundle bytes) under its path's key."""
+        """Store every tile (hash tile bytes or entry bundle bytes) under its path's key.
+
+        The caller guarantees each value holds exactly ``path.width`` hashes or entries. Drivers
+        refuse a hash tile of the wrong length (``StorageError``); they need not parse bundles.
+        """
         ...
 
     def get_tile(self, path: TilePath) -> bytes:

@@ -145,7 +145,7 @@ class MemoryTileStore:
             if fault is Fault.FAIL:
                 items = items[: len(items) // 2]
             for path, data in items:
-                w = width_of(path.level, data)
+                w = width_of(path.level, data)  # the memory driver also parses bundles: tests
                 if w != path.width:
                     raise StorageError(f"tile value holds {w} items but its path says {path.width}")
                 self._tiles[(path.level, path.index)] = (w, bytes(data))

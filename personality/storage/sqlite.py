@@ -10,13 +10,17 @@ Durability, and why one fsync per batch is enough:
 
 * The sequencing store commits with ``synchronous=FULL``: the WAL is fsynced before ``commit``
   returns.
-* The tile store, when it shares the file with the sequencing store, writes its transaction with
-  ``synchronous=NORMAL``: no fsync. Its frames sit in the same WAL *before* the frames of the
-  checkpoint commit that follows, and SQLite recovers a WAL as a prefix (frames carry a
-  cumulative checksum; recovery stops at the first frame that does not check). So once the
-  checkpoint commit is durable, every tile written before it is durable too, and a crash before
-  it can only lose tiles beyond the committed tree -- the ``TileStore`` contract. A tile store
-  in a file of its own (no ``connections``) commits with ``FULL`` instead.
+* The tile store, when it shares the sequencing store's connections (``open_sqlite``), does not
+  commit at all: ``put_tiles`` opens (or joins) a transaction on the integrator thread's
+  connection and leaves it open, and the ``commit`` that follows continues that transaction. The
+  tiles and the checkpoint that refers to them become durable together, atomically, under one
+  fsync; if the batch fails, the rollback drops the tiles, which were beyond the committed tree
+  anyway. This satisfies the ``TileStore`` contract ("durable no later than the next successful
+  commit") with the strongest form of it. Other threads never see uncommitted tiles. A tile store
+  in a file of its own (no ``connections``) commits each ``put_tiles`` with ``FULL``.
+* The merge of the dedupe index (below) commits with ``synchronous=NORMAL``: losing it in a power
+  failure loses nothing, it is redone from ``leaves``. SQLite recovers a WAL as a prefix (frames
+  carry a cumulative checksum), so it can never survive without the commits before it.
 
 The dedupe index. Inserting one random 32-byte key per entry into a B-tree is what limits a
 large log: each insert dirties a different page, so a 4096-entry batch rewrites thousands of
@@ -54,7 +58,7 @@ from pathlib import Path
 
 from personality.errors import ConflictError, NotFoundError, StorageError
 from personality.storage._sqlitedb import SCHEMA_VERSION, Connections, init_db, transaction
-from personality.storage._tiledata import prefix, width_of
+from personality.storage._tiledata import prefix
 from personality.tlog.tiles import TilePath
 
 __all__ = ["SQLiteSequencingStore", "SQLiteTileStore", "open_sqlite", "SCHEMA_VERSION"]
@@ -101,6 +105,7 @@ class SQLiteSequencingStore:
         self._recent: dict[bytes, int] = {}
         self._merged = 0
         self._recent_max = -1
+        self._stale = True
 
     @property
     def connections(self) -> Connections:
@@ -156,7 +161,15 @@ class SQLiteSequencingStore:
         out: dict[bytes, int] = {}
         try:
             conn = self._conns.get()
-            self._refresh(conn)
+            if conn.in_transaction:
+                # Tiles of a batch that never reached commit(): they were beyond the committed
+                # tree; drop them rather than let them ride along with the next commit.
+                conn.execute("ROLLBACK")
+            if self._lock_fd is None or self._stale:
+                # Without the sequencer lock others may write; with it, only a commit that raised
+                # can have changed the store behind this object's back.
+                self._refresh(conn)
+                self._stale = False
             wanted: dict[int, list[bytes]] = {}
             with self._mu:
                 recent = self._recent
@@ -192,7 +205,8 @@ class SQLiteSequencingStore:
     def commit(self, old: bytes | None, new: bytes, leaves: Sequence[tuple[bytes, int]]) -> None:
         conn = self._conns.get()
         try:
-            with transaction(conn, "BEGIN IMMEDIATE"):
+            # Tiles written through the same connection (open_sqlite) are in this transaction.
+            with transaction(conn, None if conn.in_transaction else "BEGIN IMMEDIATE"):
                 row = conn.execute("SELECT value FROM meta WHERE key='checkpoint'").fetchone()
                 current = None if row is None else bytes(row[0])
                 if current != old:
@@ -207,6 +221,7 @@ class SQLiteSequencingStore:
         except sqlite3.IntegrityError as exc:
             raise StorageError(f"an index of this batch is already taken: {exc}") from exc
         except sqlite3.Error as exc:
+            self._stale = True  # it may have committed after all ("fail but persist")
             raise StorageError(f"cannot commit the checkpoint: {exc}") from exc
         with self._mu:
             if leaves and self._recent_max + 1 == leaves[0][1]:
@@ -273,23 +288,27 @@ class SQLiteTileStore:
     def put_tiles(self, tiles: Mapping[TilePath, bytes]) -> None:
         rows = []
         for path, data in tiles.items():
-            w = width_of(path.level, data)
-            if w != path.width:
-                raise StorageError(f"tile value holds {w} items but its path says {path.width}")
-            rows.append((-1 if path.level is None else path.level, path.index, w, data))
+            if path.level is not None and len(data) != 32 * path.width:
+                raise StorageError(f"hash tile {path} must be {32 * path.width} bytes, not {len(data)}")
+            rows.append((-1 if path.level is None else path.level, path.index, path.width, data))
         conn = self._conns.get()
         try:
             if self._shares_wal:
-                conn.execute("PRAGMA synchronous=NORMAL")
-            try:
-                with transaction(conn, "BEGIN"):
+                # Join (or open) the sequencing store's transaction: the tiles become durable with
+                # the checkpoint commit that follows, atomically, under its single fsync.
+                if not conn.in_transaction:
+                    conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(
+                    "INSERT OR REPLACE INTO tiles(level, idx, width, data) VALUES (?, ?, ?, ?)", rows
+                )
+            else:
+                with transaction(conn, "BEGIN IMMEDIATE"):
                     conn.executemany(
                         "INSERT OR REPLACE INTO tiles(level, idx, width, data) VALUES (?, ?, ?, ?)", rows
                     )
-            finally:
-                if self._shares_wal:
-                    conn.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise StorageError(f"cannot write tiles: {exc}") from exc
 
     def get_tile(self, path: TilePath) -> bytes:

@@ -111,7 +111,7 @@ class FullTileCache:
 class TreeState:
     """One committed tree: size, root, signed checkpoint, compact range, edge tiles, edge bundle."""
 
-    __slots__ = ("size", "root", "checkpoint", "compact", "edges", "bundle_index", "bundle", "_packed")
+    __slots__ = ("size", "root", "checkpoint", "compact", "edges", "bundle_index", "bundle", "packed")
 
     def __init__(
         self,
@@ -120,6 +120,7 @@ class TreeState:
         edges: list[EdgeTile],
         bundle: list[bytes],
         root: bytes | None = None,
+        packed: bytes | None = None,
     ) -> None:
         self.size = compact.size
         self.root = root if root is not None else compact.root()
@@ -128,7 +129,8 @@ class TreeState:
         self.edges = edges
         self.bundle_index = compact.size // TILE_WIDTH
         self.bundle = bundle
-        self._packed: bytes | None = None
+        # The edge bundle as stored (grown by appending, never re-packed).
+        self.packed = packed if packed is not None else pack_entry_bundle(bundle)
 
     @classmethod
     def empty(cls, checkpoint: bytes) -> TreeState:
@@ -149,14 +151,16 @@ class TreeState:
             level += 1
         n, w = divmod(size, TILE_WIDTH)
         bundle: list[bytes] = []
+        packed = b""
         if w:
+            packed = store.get_tile(TilePath(None, n, w))
             try:
-                bundle = parse_entry_bundle(store.get_tile(TilePath(None, n, w)), w)
+                bundle = parse_entry_bundle(packed, w)
             except FormatError as exc:
                 raise StorageError(f"stored entry bundle {n} is damaged: {exc}") from exc
-        partial = cls(checkpoint, CompactRange(0, []), edges, bundle, EMPTY_ROOT)
+        partial = cls(checkpoint, CompactRange(0, []), edges, bundle, EMPTY_ROOT, packed)
         compact = CompactRange.from_getter(size, partial.getter(cache))
-        return cls(checkpoint, compact, edges, bundle)
+        return cls(checkpoint, compact, edges, bundle, None, packed)
 
     def copy(self) -> TreeState:
         return TreeState(
@@ -165,6 +169,7 @@ class TreeState:
             [e.copy() for e in self.edges],
             self.bundle.copy(),
             self.root,
+            self.packed,
         )
 
     # -- integration (only on a private copy) ---------------------------------------------------
@@ -207,18 +212,22 @@ class TreeState:
                 tiles[TilePath(tl, e.index, e.width)] = b"".join(e.levels[0])
         bundle = self.bundle
         bidx = self.bundle_index
+        parts = [self.packed]
         for entry in entries:
             bundle.append(entry)
+            parts.append(len(entry).to_bytes(2, "big"))
+            parts.append(entry)
             if len(bundle) == TILE_WIDTH:
-                tiles[TilePath(None, bidx)] = pack_entry_bundle(bundle)
+                tiles[TilePath(None, bidx)] = b"".join(parts)
                 bidx += 1
                 bundle = []
+                parts = []
+        self.packed = b"".join(parts)
         if bundle and entries:
-            tiles[TilePath(None, bidx, len(bundle))] = pack_entry_bundle(bundle)
+            tiles[TilePath(None, bidx, len(bundle))] = self.packed
         self.bundle = bundle
         self.bundle_index = bidx
         self.size = self.compact.size
-        self._packed = None
         return tiles, completed
 
     # -- reads ------------------------------------------------------------------------------------
@@ -254,9 +263,7 @@ class TreeState:
         if path.level is None:
             if path.index == self.bundle_index:
                 if path.width == len(self.bundle):
-                    if self._packed is None:
-                        self._packed = pack_entry_bundle(self.bundle)
-                    return self._packed
+                    return self.packed
                 return pack_entry_bundle(self.bundle[: path.width])
             return store.get_tile(path)
         e = self.edges[path.level]
