@@ -12,18 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.action import Action, SignedAction, format_time, parse_entry, verify_entry
+from gatekeeper.action import format_time, parse_entry, verify_entry
 from gatekeeper.audit.index import AuditIndex, Query, Row, literal_hint
 from gatekeeper.audit.sync import sync
 from gatekeeper.errors import ConfigError
 from gatekeeper.monitor.alerts import ListSink
-from gatekeeper.monitor.check import OK, Checked
-from gatekeeper.monitor.scan import Batch, DirectorySource
-from gatekeeper.monitor.state import ProcessedHead, ScanState
-from gatekeeper.monitor.testing import synthetic_chunks, synthetic_entries, write_static_log
+from gatekeeper.monitor.scan import DirectorySource
+from gatekeeper.monitor.testing import (
+    build_index_directly,
+    synthetic_chunks,
+    synthetic_entries,
+    write_static_log,
+)
 from gatekeeper.sshsig import fingerprint
 from personality.tlog import merkle
-from personality.tlog.checkpoint import Checkpoint, sign_checkpoint
 from personality.tlog.note import generate_signer
 from personality.tlog.tiles import pack_entry_bundle, parse_entry_bundle
 
@@ -32,40 +34,11 @@ N = 100_000
 T0 = 1_780_000_000
 
 
-def build_directly(
-    path: Path, chunks: Iterator[tuple[int, list[bytes], list[Action]]]
-) -> tuple[AuditIndex, list[bytes]]:
-    """The index built straight from freshly signed entries (the pipeline that verifies them is
-    tested through the real log and static mirrors; here the 100 k searches are under test):
-    rows, tree nodes, and a signed checkpoint over the rebuilt root, as a sync would store them."""
-    key = generate_signer(ORIGIN)
-    idx = AuditIndex.open(path, ORIGIN)
-    cr = merkle.CompactRange()
-    fps: dict[str, str] = {}
-    entries: list[bytes] = []
-    for start, chunk, actions in chunks:
-        for s0 in range(0, len(chunk), 4096):
-            part, acts = chunk[s0 : s0 + 4096], actions[s0 : s0 + 4096]
-            leaves = [merkle.leaf_hash(e) for e in part]
-            nodes = [n for n in cr.extend(leaves) if n[0] >= 8 and n[0] % 8 == 0]
-            results = []
-            for j, (e, a) in enumerate(zip(part, acts, strict=True)):
-                cut = e.index(b"\n\n")
-                fp = fps.get(a.signer) or fps.setdefault(a.signer, fingerprint(a.signer))
-                results.append(
-                    Checked(start + s0 + j, OK, "", SignedAction(a, e[: cut + 1], e[cut + 2 :]), fp)
-                )
-            idx.on_batch(ORIGIN, Batch(start + s0, part, leaves, results, cr.copy(), nodes))
-        entries.extend(chunk)
-    cp = sign_checkpoint(Checkpoint(ORIGIN, cr.size, cr.root()), [key])
-    idx.save(ScanState(ORIGIN, ProcessedHead(cr.size, cr.root(), cp, cr.hashes)))
-    return idx, entries
-
-
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AuditIndex, list[bytes], list[Row]]]:
     """100 k valid signed actions (Ed25519 SSHSIG, signed on every core) in an audit index."""
-    idx, entries = build_directly(tmp_path_factory.mktemp("big") / "audit.db", synthetic_chunks(N, seed=7))
+    path = tmp_path_factory.mktemp("big") / "audit.db"
+    idx, entries = build_index_directly(path, generate_signer(ORIGIN), synthetic_chunks(N, seed=7))
     rows = list(idx.search(Query()))
     yield idx, entries, rows
     idx.close()

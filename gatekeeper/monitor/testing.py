@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gatekeeper import sshsig
-from gatekeeper.action import NAMESPACE, Action, Target, encode_action
+from gatekeeper.action import NAMESPACE, Action, SignedAction, Target, encode_action
 from personality.tlog import merkle
 from personality.tlog.checkpoint import Checkpoint, sign_checkpoint
-from personality.tlog.note import NoteSigner
+from personality.tlog.note import NoteSigner, Signer
 from personality.tlog.tiles import (
     build_hash_tile,
     entry_bundles_for_size,
@@ -33,12 +34,16 @@ from personality.tlog.tiles import (
     tiles_for_size,
 )
 
+if TYPE_CHECKING:
+    from gatekeeper.audit.index import AuditIndex
+
 __all__ = [
     "FastSigner",
     "synthetic_entries",
     "synthetic_chunks",
     "synthetic_signers",
     "write_static_log",
+    "build_index_directly",
     "HOSTS",
     "ACCOUNTS",
 ]
@@ -190,3 +195,39 @@ def write_static_log(
     cp = sign_checkpoint(Checkpoint(origin or signer.name, size, cr.root()), [signer])
     put("checkpoint", cp)
     return cp
+
+
+def build_index_directly(
+    path: str | Path, log_key: Signer, chunks: Iterable[tuple[int, list[bytes], list[Action]]]
+) -> tuple[AuditIndex, list[bytes]]:
+    """An audit index built straight from freshly signed entries, for tests and benchmarks of
+    the index itself: rows, tree nodes and a checkpoint signed by ``log_key`` over the rebuilt
+    root, stored exactly as a sync would, but without re-verifying signatures this process just
+    made (the pipeline that verifies is tested through the real log). Returns the index (open)
+    and the entries."""
+    from gatekeeper.audit.index import AuditIndex
+    from gatekeeper.monitor.check import OK, Checked
+    from gatekeeper.monitor.scan import Batch, TreeBuilder
+    from gatekeeper.monitor.state import ProcessedHead, ScanState
+
+    origin = log_key.name
+    idx = AuditIndex.open(path, origin)
+    idx.set_meta("vkey", log_key.verifier().vkey())
+    tree = TreeBuilder(merkle.CompactRange())
+    fps: dict[str, str] = {}
+    entries: list[bytes] = []
+    for start, chunk, actions in chunks:
+        leaves = [merkle.leaf_hash(e) for e in chunk]
+        nodes: list[tuple[int, int, bytes]] = []
+        tree.extend(leaves, nodes)
+        results = []
+        for j, (e, a) in enumerate(zip(chunk, actions, strict=True)):
+            cut = e.index(b"\n\n")
+            fp = fps.get(a.signer) or fps.setdefault(a.signer, sshsig.fingerprint(a.signer))
+            results.append(Checked(start + j, OK, "", SignedAction(a, e[: cut + 1], e[cut + 2 :]), fp))
+        idx.on_batch(origin, Batch(start, chunk, leaves, results, tree.compact(), nodes))
+        entries.extend(chunk)
+    cr = tree.compact()
+    cp = sign_checkpoint(Checkpoint(origin, cr.size, cr.root()), [log_key])
+    idx.save(ScanState(origin, ProcessedHead(cr.size, cr.root(), cp, cr.hashes)))
+    return idx, entries
