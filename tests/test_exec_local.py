@@ -26,7 +26,7 @@ from sshd_fixture import LocalServiceThread, ScriptedGate, ensure_account, make_
 from gatekeeper.agent.local import start_local
 from gatekeeper.errors import ConfigError
 from gatekeeper.execgate.client import LocalClient, LocalUnavailable
-from gatekeeper.execgate.protocol import DecideRequest
+from gatekeeper.execgate.protocol import DecideRequest, DecisionReply, parse_message, payload_length
 from gatekeeper.gate import Decision, ExecRequest, Reason
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -333,15 +333,22 @@ def _raw_session(path: Path, frame: bytes) -> bytes:
         return b"".join(chunks)
 
 
+def _reply(raw: bytes) -> DecisionReply:
+    reply = parse_message(raw[4:])
+    assert isinstance(reply, DecisionReply)
+    assert payload_length(raw[:4]) == len(raw) - 4
+    return reply
+
+
 def test_malformed_request_gets_an_internal_refusal(local: Local) -> None:
-    reply = _raw_session(local.socket, b"\x00\x00\x00\x02{}")
-    assert b'"reason":"internal-error"' in reply
+    reply = _reply(_raw_session(local.socket, b"\x00\x00\x00\x02{}"))
+    assert reply.code == "internal-error" and "malformed local request" in reply.message
     assert local.gate.requests == []
 
 
 def test_oversized_frame_is_refused_without_reading_it(local: Local) -> None:
-    reply = _raw_session(local.socket, b"\xff\xff\xff\xff")
-    assert b'"reason":"internal-error"' in reply and b"outside 1..262144" in reply
+    reply = _reply(_raw_session(local.socket, b"\xff\xff\xff\xff"))
+    assert reply.code == "internal-error" and "outside 1..262144" in reply.message
     assert local.gate.requests == []
 
 
@@ -446,7 +453,7 @@ def gktest_python() -> Iterator[tuple[int, str]]:
 CLAIM = """
 import sys
 from gatekeeper.execgate.client import LocalClient
-from gatekeeper.execgate.protocol import DecideRequest
+from gatekeeper.execgate.protocol import DecideRequest, DecisionReply, parse_message, payload_length
 with LocalClient.connect(sys.argv[1], timeout=10) as c:
     r = c.decide(DecideRequest(sys.argv[2], b"true", sys.argv[3], sys.argv[4]))
 print(r.reason.code, r.message)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import struct
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 
 from gatekeeper.execgate.protocol import (
     MAX_PAYLOAD,
+    REASON_STATUS,
     Ack,
     DecideRequest,
     DecisionReply,
@@ -50,8 +50,10 @@ def test_decide_request_roundtrips(account: str, command: bytes, bundle: str | N
 @pytest.mark.parametrize("reason", list(Reason))
 def test_every_reason_roundtrips(reason: Reason) -> None:
     reply = DecisionReply(reason, "gk: refused: x", index=None if reason.value[1] else 41, shell="/bin/sh")
-    assert roundtrip(reply) == reply
+    parsed = roundtrip(reply)
+    assert parsed == reply
     assert reply.allowed is (reason is Reason.ALLOWED)
+    assert parsed.reason is reason and parsed.exit_status == reason.exit_status  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -61,50 +63,84 @@ def test_exit_and_ack_roundtrip(message: object) -> None:
     assert roundtrip(message) == message
 
 
-def _payload(**fields: object) -> bytes:
-    obj = {"v": 1, "type": "exit", "status": 0, "signal": None}
-    obj.update(fields)
-    return json.dumps(obj).encode()
+def _field(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def _decide(
+    kind: bytes = b"exec", account: bytes = b"a", bundle: bytes = b"\x00", tail: bytes = b""
+) -> bytes:
+    key, peer = _field(ED25519.encode()), _field(b"127.0.0.1:1")
+    return b"\x01Q" + _field(kind) + _field(account) + _field(b"true") + key + bundle + peer + tail
+
+
+def _reply(code: bytes = b"allowed", status: int = 0, index: bytes = b"\x00", tail: bytes = b"") -> bytes:
+    rest = _field(b"") + _field(b"/bin/sh") + tail
+    return b"\x01R" + _field(code) + bytes([status]) + _field(b"msg") + index + rest
+
+
+def test_hand_built_frames_parse() -> None:
+    assert parse_message(_decide()) == DecideRequest("a", b"true", ED25519, None, "127.0.0.1:1", "exec")
+    assert parse_message(_decide(bundle=b"\x01" + _field(b"B"))).bundle == "B"
+    assert parse_message(_reply(index=b"\x01" + struct.pack(">Q", 7))) == DecisionReply(
+        Reason.ALLOWED, "msg", 7, "", "/bin/sh"
+    )
+    assert parse_message(b"\x01X\x01\x07\x00") == ExitReport(7)
+    assert parse_message(b"\x01K") == Ack()
 
 
 @pytest.mark.parametrize(
     "payload",
     [
         b"",
-        b"\xff\xfe",
-        b"[]",
-        b'"exit"',
-        b"{",
-        b'{"v":1,"type":"exit","status":0,"signal":null} x',
-        b'{"v":1,"type":"exit","status":0,"signal":null,"status":1}',
-        b'{"v":1,"type":"exit","status":NaN,"signal":null}',
-        _payload(v=2),
-        _payload(v=True),
-        _payload(v="1"),
-        _payload(type="nope"),
-        _payload(status=True),
-        _payload(status=256),
-        _payload(status=-1),
-        _payload(status=1.0),
-        _payload(signal=0),
-        _payload(extra=1),
-        json.dumps({"v": 1, "type": "exit", "status": 0}).encode(),
-        json.dumps({"v": 1, "type": "decision", "reason": "maybe", "message": "", "index": None,
-                    "key_fingerprint": "", "shell": "/bin/sh"}).encode(),
-        json.dumps({"v": 1, "type": "decide", "kind": "exec", "account": "a", "command": "!!",
-                    "auth_key": "", "bundle": None, "peer": ""}).encode(),
-        json.dumps({"v": 1, "type": "decide", "kind": "x11", "account": "a", "command": "",
-                    "auth_key": "", "bundle": None, "peer": ""}).encode(),
-        json.dumps({"v": 1, "type": "decide", "kind": "exec", "account": 5, "command": "",
-                    "auth_key": "", "bundle": None, "peer": ""}).encode(),
-        json.dumps({"v": 1, "type": "decide", "kind": "exec", "account": "a", "command": "",
-                    "auth_key": "", "bundle": "x" * (128 * 1024 + 1), "peer": ""}).encode(),
-        b"[" * 100000,
+        b"\x01",
+        b"\x02K",  # version
+        b"\x01Z",  # type
+        b"\x01K\x00",  # trailing byte
+        _decide(tail=b"\x00"),
+        _decide()[:-1],  # truncated
+        _decide(kind=b"x11"),
+        _decide(account=b"\xff"),  # not UTF-8
+        _decide(bundle=b"\x02"),  # optional flag
+        b"\x01Q" + struct.pack(">I", 2**31),  # field longer than the message
+        b"\x01Q" + struct.pack(">I", 128 * 1024 + 1) + b"x" * (128 * 1024 + 1),  # field over the limit
+        _reply(code=b"maybe"),
+        _reply(status=1),  # "allowed" with a non-zero status
+        _reply(code=b"replay", status=0),  # a refusal that would exit 0
+        _reply(index=b"\x01" + struct.pack(">Q", 2**63)),
+        b"\x01X\x02",
+        b"\x01X\x00\x01\x00",  # signal 0
+        b"\x01X\x00\x01\x80",  # signal 128
+        b"\x01X\x01",
     ],
 )
 def test_malformed_payloads_are_refused(payload: bytes) -> None:
     with pytest.raises(LocalProtocolError):
         parse_message(payload)
+
+
+def test_reply_needs_a_real_reason() -> None:
+    class Fake:
+        code = "allowed"
+        exit_status = 1
+
+    with pytest.raises(LocalProtocolError):
+        DecisionReply(Fake(), "x")
+    with pytest.raises(AttributeError):
+        DecisionReply(Reason.ALLOWED, "x").code = "replay"  # type: ignore[misc]
+
+
+def test_reason_table_matches_the_gate_contract() -> None:
+    assert REASON_STATUS == {r.code: r.exit_status for r in Reason}
+
+
+@given(st.binary(max_size=200))
+def test_random_payloads_never_escape_as_other_errors(data: bytes) -> None:
+    try:
+        message = parse_message(data)
+    except LocalProtocolError:
+        return
+    assert parse_message(encode(message)[4:]) == message
 
 
 @pytest.mark.parametrize("length", [0, MAX_PAYLOAD + 1, 2**32 - 1])
@@ -170,6 +206,7 @@ def _other_key() -> str:
         f"publickey {ED25519}\npublickey {_other_key()}\n".encode(),
         "publickey ssh-ed25519 AAAA\u00e9\n".encode(),
         b"publickey " + b"A" * 70000,
+        f"publickey {ED25519}=\n".encode(),  # not canonical
     ],
 )
 def test_auth_info_refuses_anything_but_one_plain_key(data: bytes) -> None:
@@ -206,3 +243,6 @@ def test_execgate_imports_only_the_standard_library() -> None:
     stdlib = set(sys.stdlib_module_names) | {"gatekeeper"}
     assert loaded <= stdlib, sorted(loaded - stdlib)
     assert "gatekeeper.execgate.program" in out.stdout
+    # Start-up cost: none of the heavy standard modules on the ForceCommand's path.
+    heavy = {"argparse", "subprocess", "json", "re", "typing", "dataclasses", "base64", "gatekeeper.gate"}
+    assert heavy.isdisjoint(out.stdout.split())

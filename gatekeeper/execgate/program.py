@@ -1,7 +1,8 @@
 """``gk exec``: the sshd ForceCommand that runs a command only if the root-owned agent allows it.
 
 Started by sshd as the SSH user, through that user's login shell (which must be ``/bin/sh``: see
-docs/openssh.md), as ``python3 -I -m gatekeeper.execgate [--socket PATH]``. The steps, in order:
+docs/openssh.md), as ``python3 -I -m gatekeeper.execgate [--socket PATH] [--timeout SECONDS]``.
+The steps, in order:
 
 1. Read the ``SSH_USER_AUTH`` file (``ExposeAuthInfo yes``) *first*: the public key that
    authenticated this session. The file belongs to the user, so the window to tamper with it is
@@ -17,24 +18,41 @@ docs/openssh.md), as ``python3 -I -m gatekeeper.execgate [--socket PATH]``. The 
 
 Forking and waiting costs one idle Python process per running command; in exchange the journal
 records how each command ended, and the agent sees a session end even if the command is killed.
+
+Start-up matters (this runs for every SSH command): the path from ``python3 -I -m
+gatekeeper.execgate`` to the decision imports only small standard modules (``os``, ``pwd``,
+``signal``, ``socket``, ``struct``, ``binascii``) — no ``argparse``, ``subprocess``, ``json`` or
+``enum``; the child is started with ``os.posix_spawn``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import pwd
 import signal
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
 from gatekeeper.execgate.client import LocalClient, LocalUnavailable
-from gatekeeper.execgate.protocol import DecideRequest, DecisionReply, ExitReport, LocalProtocolError
+from gatekeeper.execgate.protocol import (
+    REASON_STATUS,
+    DecideRequest,
+    DecisionReply,
+    ExitReport,
+    LocalProtocolError,
+)
 from gatekeeper.execgate.sshinfo import MAX_AUTH_INFO, AuthInfoError, classify_command, parse_auth_info
-from gatekeeper.gate import Reason
 
-__all__ = ["DEFAULT_SOCKET", "FORWARDED_SIGNALS", "fixed_environment", "build_parser", "run", "main"]
+__all__ = [
+    "DEFAULT_SOCKET",
+    "DEFAULT_TIMEOUT",
+    "FORWARDED_SIGNALS",
+    "fixed_environment",
+    "build_parser",
+    "parse_args",
+    "run",
+    "main",
+]
 
 DEFAULT_SOCKET = "/run/gatekeeper/local.sock"
 DEFAULT_TIMEOUT = 60.0
@@ -49,8 +67,24 @@ FORWARDED_SIGNALS = (
     signal.SIGUSR2,
     signal.SIGALRM,
 )
+# Reset to their default action in the child: Python ignores SIGPIPE and SIGXFSZ, and ignored
+# signals stay ignored across exec.
+_CHILD_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED_SIGNALS)
 _USER_PATH = "/usr/local/bin:/usr/bin:/bin"
 _ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_USAGE = "usage: gk exec [--socket PATH] [--timeout SECONDS]"
+
+# Refusal statuses used here (gatekeeper.gate.Reason, without importing enum/dataclasses).
+NOT_EXEC = REASON_STATUS["not-exec"]
+KEY_MISMATCH = REASON_STATUS["key-mismatch"]
+POLICY = REASON_STATUS["policy"]
+LOG_UNAVAILABLE = REASON_STATUS["log-unavailable"]
+UNKNOWN_ACCOUNT = REASON_STATUS["unknown-account"]
+INTERNAL = REASON_STATUS["internal-error"]
+
+
+class UsageError(Exception):
+    """The ForceCommand line is wrong (an operator error)."""
 
 
 def fixed_environment(user: pwd.struct_passwd, shell: str) -> dict[bytes, bytes]:
@@ -67,30 +101,58 @@ def fixed_environment(user: pwd.struct_passwd, shell: str) -> dict[bytes, bytes]
     return {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(
+def parse_args(argv: Sequence[str]) -> tuple[str, float]:
+    """(socket path, timeout) from ``--socket PATH`` and ``--timeout SECONDS`` (also with ``=``).
+    Raises :class:`UsageError`. Hand-written so that the ForceCommand does not import argparse."""
+    socket_path, timeout = DEFAULT_SOCKET, DEFAULT_TIMEOUT
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        name, eq, value = arg.partition("=")
+        if name not in ("--socket", "--timeout"):
+            raise UsageError(f"unknown argument {arg!r:.60}")
+        if not eq:
+            if not args:
+                raise UsageError(f"{name} needs a value")
+            value = args.pop(0)
+        if name == "--socket":
+            if not value:
+                raise UsageError("--socket needs a path")
+            socket_path = value
+        else:
+            try:
+                timeout = float(value)
+            except ValueError:
+                raise UsageError(f"--timeout {value!r:.30} is not a number") from None
+            if not 0 < timeout <= 3600:
+                raise UsageError("--timeout must be in (0, 3600] seconds")
+    return socket_path, timeout
+
+
+def build_parser(parser: object | None = None) -> object:
+    """The ``gk exec`` options on an ``argparse.ArgumentParser`` (for the ``gk`` CLI; the
+    ForceCommand itself uses :func:`parse_args`)."""
+    import argparse
+
+    p = parser if isinstance(parser, argparse.ArgumentParser) else argparse.ArgumentParser(
         prog="gk exec",
         description="sshd ForceCommand: run SSH_ORIGINAL_COMMAND only if the local gatekeeper agent "
         "verified that it was logged.",
     )
-    parser.add_argument(
-        "--socket",
-        default=DEFAULT_SOCKET,
-        help=f"the local agent's Unix socket (default {DEFAULT_SOCKET})",
-    )
-    parser.add_argument(
+    p.add_argument("--socket", default=DEFAULT_SOCKET, help=f"the agent's Unix socket ({DEFAULT_SOCKET})")
+    p.add_argument(
         "--timeout",
         type=float,
         default=DEFAULT_TIMEOUT,
         help=f"seconds to wait for the agent's decision (default {DEFAULT_TIMEOUT:g})",
     )
-    return parser
+    return p
 
 
-def _read_auth_info(path: bytes | None) -> tuple[str, Reason | None, str]:
-    """(auth_key, refusal reason or None, message)."""
+def _read_auth_info(path: bytes | None) -> tuple[str, int, str]:
+    """(auth_key, refusal status or 0, message)."""
     if not path:
-        return "", Reason.POLICY, "sshd did not expose the authenticating key (set ExposeAuthInfo yes)"
+        return "", POLICY, "sshd did not expose the authenticating key (set ExposeAuthInfo yes)"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
@@ -98,11 +160,11 @@ def _read_auth_info(path: bytes | None) -> tuple[str, Reason | None, str]:
         finally:
             os.close(fd)
     except OSError as exc:
-        return "", Reason.POLICY, f"cannot read the SSH_USER_AUTH file ({exc.strerror})"
+        return "", POLICY, f"cannot read the SSH_USER_AUTH file ({exc.strerror})"
     try:
-        return parse_auth_info(data), None, ""
+        return parse_auth_info(data), 0, ""
     except AuthInfoError as exc:
-        return "", Reason.KEY_MISMATCH, str(exc)
+        return "", KEY_MISMATCH, str(exc)
 
 
 def _peer(connection: bytes | None) -> str:
@@ -114,7 +176,8 @@ def _peer(connection: bytes | None) -> str:
 
 
 def _say(message: str) -> None:
-    line = " ".join(message.split())
+    """One printable line on stderr (the agent's message is trusted, but keep it one line)."""
+    line = "".join(ch if ch.isprintable() else " " for ch in " ".join(message.split()))
     if not line.startswith("gk:"):
         line = "gk: refused: " + line
     try:
@@ -133,19 +196,40 @@ def _notify(socket_path: str, timeout: float, server_uid: int | None, request: D
         pass
 
 
-def _wait_forwarding_signals(child: subprocess.Popen[bytes]) -> int:
+def _spawn_and_wait(shell: str, command: bytes, env: dict[bytes, bytes]) -> tuple[int | None, int | None]:
+    """Run ``shell -c command``; forward signals to it; return (exit status, None) or (None,
+    signal number). Raises OSError if the shell cannot be started."""
+    child: list[int] = []
+    pending: list[int] = []
+
     def forward(signum: int, _frame: object) -> None:
-        try:
-            child.send_signal(signum)
-        except OSError:
-            pass
+        if child:
+            try:
+                os.kill(child[0], signum)
+            except OSError:
+                pass
+        else:
+            pending.append(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
     try:
-        return child.wait()
+        pid = os.posix_spawn(
+            shell,
+            [os.fsencode(shell), b"-c", command],
+            env,
+            setsigdef=_CHILD_DEFAULT_SIGNALS,
+            setsigmask=(),
+        )
+        child.append(pid)
+        for signum in pending:
+            os.kill(pid, signum)
+        _, wait_status = os.waitpid(pid, 0)  # retried on EINTR (PEP 475)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if os.WIFSIGNALED(wait_status):
+        return None, os.WTERMSIG(wait_status)
+    return os.waitstatus_to_exitcode(wait_status), None
 
 
 def _die_like(signum: int) -> int:
@@ -164,7 +248,7 @@ def run(
     *,
     server_uid: int | None = 0,
 ) -> int:
-    """Run ``gk exec``; return the exit status (refusal statuses are ``Reason.exit_status``).
+    """Run ``gk exec``; return the exit status (refusals: ``gatekeeper.gate.Reason.exit_status``).
 
     ``environ`` defaults to the process environment; ``server_uid`` is the uid the agent must run
     as (root). Never raises for anything sshd, the client or the agent can cause.
@@ -172,7 +256,11 @@ def run(
     env = os.environb if environ is None else environ
     # 1. The authenticating key, before anything else.
     auth_key, refusal, refusal_message = _read_auth_info(env.get(b"SSH_USER_AUTH"))
-    args = build_parser().parse_args(argv)
+    try:
+        socket_path, timeout = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        _say(f"gk: refused: {exc} (fix the ForceCommand line; {_USAGE})")
+        return INTERNAL
     original = env.get(b"SSH_ORIGINAL_COMMAND")
     bundle_raw = env.get(b"GK_BUNDLE")
     bundle = None if bundle_raw is None else bundle_raw.decode("utf-8", errors="replace")
@@ -181,17 +269,17 @@ def run(
     if kind == "exec" and (b"SSH_TTY" in env or os.isatty(0)):
         kind = "pty"
     if kind == "shell":
-        refusal, refusal_message = Reason.NOT_EXEC, "interactive logins are not allowed; run a logged command"
+        refusal, refusal_message = NOT_EXEC, "interactive logins are not allowed; run a logged command"
     elif kind == "subsystem":
-        refusal, refusal_message = Reason.NOT_EXEC, "subsystems (sftp, scp) are not allowed"
+        refusal, refusal_message = NOT_EXEC, "subsystems (sftp, scp) are not allowed"
     elif kind == "pty":
-        refusal, refusal_message = Reason.NOT_EXEC, "PTY sessions are not allowed"
+        refusal, refusal_message = NOT_EXEC, "PTY sessions are not allowed"
 
     try:
         user = pwd.getpwuid(os.getuid())
     except KeyError:
         _say(f"gk: refused: uid {os.getuid()} has no account")
-        return Reason.UNKNOWN_ACCOUNT.exit_status
+        return UNKNOWN_ACCOUNT
     request = DecideRequest(
         account=user.pw_name,
         command=original or b"",
@@ -200,49 +288,43 @@ def run(
         peer=_peer(env.get(b"SSH_CONNECTION")),
         kind=kind,
     )
-    if refusal is not None:
-        _notify(args.socket, args.timeout, server_uid, request)
+    if refusal:
+        _notify(socket_path, timeout, server_uid, request)
         _say(f"gk: refused: {refusal_message}")
-        return refusal.exit_status
+        return refusal
 
     # 3. Ask the agent.
     try:
-        client = LocalClient.connect(args.socket, timeout=args.timeout, server_uid=server_uid)
+        client = LocalClient.connect(socket_path, timeout=timeout, server_uid=server_uid)
     except LocalUnavailable as exc:
         _say(f"gk: refused: {exc} (fail closed)")
-        return Reason.LOG_UNAVAILABLE.exit_status
+        return LOG_UNAVAILABLE
     with client:
         try:
             decision: DecisionReply = client.decide(request)
         except LocalUnavailable as exc:
             _say(f"gk: refused: {exc} (fail closed)")
-            return Reason.LOG_UNAVAILABLE.exit_status
+            return LOG_UNAVAILABLE
         except LocalProtocolError as exc:
             _say(f"gk: refused: bad answer from the local gatekeeper service: {exc}")
-            return Reason.INTERNAL.exit_status
+            return INTERNAL
         if not decision.allowed:
-            _say(decision.message or f"gk: refused: {decision.reason.code}")
-            return decision.reason.exit_status
+            _say(decision.message or f"gk: refused: {decision.code}")
+            return decision.exit_status
         if not os.path.isabs(decision.shell):
             _say(f"gk: refused: the agent named a relative shell {decision.shell!r}")
-            return Reason.INTERNAL.exit_status
+            return INTERNAL
 
         # 5. Run exactly the verified bytes.
+        status: int | None
+        signum: int | None
         try:
-            child = subprocess.Popen(
-                [decision.shell, "-c", request.command],
-                executable=decision.shell,
-                env=fixed_environment(user, decision.shell),
-                close_fds=True,
-                restore_signals=True,
+            status, signum = _spawn_and_wait(
+                decision.shell, request.command, fixed_environment(user, decision.shell)
             )
         except OSError as exc:
             _say(f"gk: cannot start {decision.shell}: {exc.strerror}")
-            status: int | None = 127
-            signum: int | None = None
-        else:
-            returncode = _wait_forwarding_signals(child)
-            status, signum = (returncode, None) if returncode >= 0 else (None, -returncode)
+            status, signum = 127, None
         try:
             client.set_timeout(10.0)
             client.report_exit(ExitReport(status=status, signal=signum))
@@ -262,4 +344,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # fail closed, one line, never a traceback to the SSH client
         _say(f"gk: refused: internal error in gk exec ({type(exc).__name__})")
-        return Reason.INTERNAL.exit_status
+        return INTERNAL

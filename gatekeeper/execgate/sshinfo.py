@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import struct
 
@@ -92,10 +91,14 @@ def parse_auth_info(data: bytes) -> str:
             raise AuthInfoError(f"unsupported public key type {key_type[:40]!r}")
         if len(key_b64) > _MAX_KEY_BLOB:
             raise AuthInfoError("public key is too large")
+        # binascii rather than base64 (which imports re) keeps gk exec's start-up short; decoding
+        # in strict mode and requiring the canonical encoding is stricter than validate=True.
         try:
-            blob = base64.b64decode(key_b64, validate=True)
+            blob = binascii.a2b_base64(key_b64, strict_mode=True)
         except (binascii.Error, ValueError) as exc:
             raise AuthInfoError("public key is not valid base64") from exc
+        if binascii.b2a_base64(blob, newline=False).decode("ascii") != key_b64:
+            raise AuthInfoError("public key is not canonical base64")
         if _key_type_of_blob(blob) != key_type:
             raise AuthInfoError("public key type does not match its blob")
         keys.append(f"{key_type} {key_b64}")
