@@ -338,6 +338,16 @@ class Log:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="gk-integrator")
         self._state = await loop.run_in_executor(self._executor, self.sequencer.load)
         self._task = asyncio.create_task(self._integrator(), name="gk-integrator")
+        self._task.add_done_callback(self._integrator_died)
+
+    def _integrator_died(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        logger.critical("the integrator stopped: %r; refusing adds from now on", exc)
+        self._closing = True
+        batch, self._pending = self._pending, []
+        self._fail(batch, exc if isinstance(exc, Exception) else StorageError("the integrator stopped"))
 
     async def close(self) -> None:
         """Refuse new adds, let queued ones finish, stop the integrator, close the stores."""

@@ -63,9 +63,9 @@ class LogServer:
         self.serve_args = serve_args
         self.listen = listen
         self.stderr_path = directory.parent / f"{directory.name}-server.log"
-        self.vkey = subprocess.run(
-            gk_command("log", "key", str(directory)), check=True, capture_output=True, text=True
-        ).stdout.strip()
+        from personality.tlog.note import signer_from_skey
+
+        self.vkey = signer_from_skey((directory / "log.key").read_text()).verifier().vkey()
         self.url = ""
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -136,10 +136,16 @@ class LogServer:
 
 
 def init_log(directory: Path, origin: str) -> None:
-    """``gk log init DIRECTORY --origin ORIGIN``."""
-    subprocess.run(
-        gk_command("log", "init", str(directory), "--origin", origin), check=True, capture_output=True
-    )
+    """``gk log init DIRECTORY --origin ORIGIN`` (in this process: the same code, no startup cost)."""
+    import contextlib
+    import io
+
+    from gatekeeper.cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = main(["log", "init", str(directory), "--origin", origin])
+    if rc != 0:
+        raise RuntimeError(f"gk log init {directory} failed with status {rc}")
 
 
 @pytest.fixture
