@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.action import format_time, parse_entry, verify_entry
+from gatekeeper.action import Action, Target, format_time, parse_entry, verify_entry
 from gatekeeper.audit.index import AuditIndex, Query, Row, literal_hint
 from gatekeeper.audit.sync import sync
 from gatekeeper.errors import ConfigError
@@ -138,12 +138,13 @@ def test_proofs_from_the_index(big: tuple[AuditIndex, list[bytes], list[Row]]) -
 
 
 def test_literal_hints() -> None:
-    assert literal_hint(r"rm\s+-rf /") == "-rf /"
-    assert literal_hint(r"curl .*\| *sh") == "curl "
+    assert literal_hint(r"rm\s+-rf /") == ("-rf /", False)
+    assert literal_hint(r"curl .*\| *sh") == ("curl ", False)
     assert literal_hint("curl .*| *sh") is None  # an unescaped | makes the whole pattern an alternative
-    assert literal_hint("(foo|bar)baz") == "baz"
+    assert literal_hint("(foo|bar)baz") == ("baz", False)
     assert literal_hint("a|bcdef") is None
-    assert literal_hint("(?i)shadow") is None
+    assert literal_hint("(?i)ShadoW") == ("shadow", True)
+    assert literal_hint("(?i)\u00e9t\u00e9s") is None
     assert literal_hint("ab") is None
     assert literal_hint("(") is None
 
@@ -205,3 +206,20 @@ def test_index_survives_a_torn_write(tmp_path: Path) -> None:
     conn.close()  # never committed
     with AuditIndex.open(tmp_path / "a.db", create=False) as idx:
         assert idx.size == 300 and idx.load(ORIGIN).processed.size == 300
+
+
+def test_case_insensitive_prefilter_keeps_unicode_folds(tmp_path: Path) -> None:
+    from gatekeeper.monitor.testing import FastSigner
+
+    user = FastSigner()
+    cmds = [b"cat /etc/shadow", b"CAT /ETC/SHADOW", "cat /etc/\u017fhadow".encode(), b"cat /etc/hosts"]
+    acts = [
+        Action("exec", (Target("web-01"),), "root", c, bytes([i]) * 16, T0, T0 + 60, user.public)
+        for i, c in enumerate(cmds)
+    ]
+    idx, _ = build_index_directly(
+        tmp_path / "u.db", generate_signer(ORIGIN), [(0, [user.entry(a) for a in acts], acts)]
+    )
+    with idx:
+        assert [r.index for r in idx.search(Query(command="(?i)SHADOW"))] == [0, 1, 2]
+        assert [r.index for r in idx.search(Query(command="shadow"))] == [0]

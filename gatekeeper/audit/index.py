@@ -8,8 +8,9 @@ recorded here, and every action's signature was checked.
 Contents:
 
 - ``actions``: one row per entry: index, leaf hash, check status (``ok``, ``bad-signature``,
-  ``malformed``, ``unknown-signer``), the decoded fields, and the entry itself (so proofs and
-  exports work with the log offline).
+  ``malformed``, ``unknown-signer``) and the decoded fields; ``entries`` holds each entry itself
+  (so proofs and exports work with the log offline), apart so that scans of ``actions`` stay
+  small.
 - ``targets``: (host, index) for host searches; ``principals``: (principal, signer fingerprint)
   from an allowed_signers file, when one was given.
 - ``nodes``: perfect-subtree hashes at levels 8, 16, … (the upper hash tiles); with the leaf
@@ -66,9 +67,9 @@ CREATE TABLE IF NOT EXISTS actions (
     principals TEXT,
     reason TEXT,
     not_before INTEGER,
-    not_after INTEGER,
-    entry BLOB NOT NULL
+    not_after INTEGER
 );
+CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS actions_account ON actions (account);
 CREATE INDEX IF NOT EXISTS actions_signer ON actions (signer_fp);
 CREATE INDEX IF NOT EXISTS actions_time ON actions (not_before);
@@ -160,20 +161,20 @@ def _is_glob(s: str) -> bool:
     return any(c in s for c in "*?[")
 
 
-def literal_hint(pattern: str) -> str | None:
-    """A substring every match of ``pattern`` must contain (≥ 3 characters), or None.
+def literal_hint(pattern: str) -> tuple[str, bool] | None:
+    """``(substring, ignore_case)``: a substring every match of ``pattern`` must contain (at
+    least 3 characters, compared ignoring ASCII case when the pattern ignores case), or None.
 
     Used to let SQLite discard most rows with ``instr`` before Python runs the regex. Only
-    top-level literal runs count (not inside alternatives or optional parts); case-insensitive
-    patterns get no hint.
+    top-level literal runs count (not inside groups, alternatives or optional parts). For a
+    case-insensitive pattern the hint is used only if it is ASCII, and rows holding anything but
+    printable ASCII stay candidates (Unicode case folding maps some other letters to ASCII ones).
     """
     try:
         import re._parser as sre
 
         parsed = sre.parse(pattern)
     except Exception:  # noqa: BLE001 - any surprise: no hint, the regex still decides
-        return None
-    if parsed.state.flags & re.IGNORECASE:
         return None
     best, run = "", []
     literal = sre.LITERAL
@@ -186,7 +187,14 @@ def literal_hint(pattern: str) -> str | None:
         run = []
     if len(run) > len(best):
         best = "".join(run)
-    return best if len(best) >= 3 else None
+    if len(best) < 3:
+        return None
+    ignore_case = bool(parsed.state.flags & re.IGNORECASE)
+    if ignore_case:
+        if not best.isascii():
+            return None
+        best = best.lower()
+    return best, ignore_case
 
 
 class AuditIndex:
@@ -311,8 +319,8 @@ class AuditIndex:
         rows = []
         targets = []
         principals: set[tuple[str, str]] = set()
-        for r, leaf, entry in zip(batch.results, batch.leaf_hashes, batch.entries, strict=True):
-            rows.append(_row_values(r, leaf, entry))
+        for r, leaf in zip(batch.results, batch.leaf_hashes, strict=True):
+            rows.append(_row_values(r, leaf))
             if r.signed is not None:
                 for t in r.signed.action.targets:
                     targets.append((t.name, r.index, t.host_key))
@@ -321,9 +329,13 @@ class AuditIndex:
         with self._tx() as c:
             c.executemany(
                 "INSERT OR REPLACE INTO actions (idx, leaf_hash, status, error, kind, account, command, "
-                "hosts, signer_fp, principals, reason, not_before, not_after, entry) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "hosts, signer_fp, principals, reason, not_before, not_after) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
+            )
+            c.executemany(
+                "INSERT OR REPLACE INTO entries VALUES (?, ?)",
+                zip(range(batch.start, batch.end), batch.entries, strict=True),
             )
             c.executemany("INSERT OR REPLACE INTO targets VALUES (?, ?, ?)", targets)
             c.executemany("INSERT OR IGNORE INTO principals VALUES (?, ?)", sorted(principals))
@@ -342,6 +354,7 @@ class AuditIndex:
         self._check_origin(origin)
         with self._tx() as c:
             c.execute("DELETE FROM actions WHERE idx >= ?", (size,))
+            c.execute("DELETE FROM entries WHERE idx >= ?", (size,))
             c.execute("DELETE FROM targets WHERE idx >= ?", (size,))
             for level in range(TILE_HEIGHT, 64, TILE_HEIGHT):
                 c.execute("DELETE FROM nodes WHERE level = ? AND n >= ?", (level, size >> level))
@@ -374,7 +387,7 @@ class AuditIndex:
         return cp.size if cp else 0
 
     def entry(self, index: int) -> bytes:
-        row = self.conn.execute("SELECT entry FROM actions WHERE idx = ?", (index,)).fetchone()
+        row = self.conn.execute("SELECT entry FROM entries WHERE idx = ?", (index,)).fetchone()
         if row is None:
             raise NotFoundError(f"entry {index} is not in the audit index (size {self.size})")
         return bytes(row[0])
@@ -478,8 +491,12 @@ class AuditIndex:
                 raise ConfigError(f"--{col}: not a valid regular expression: {exc}") from None
             hint = literal_hint(pattern)
             if hint is not None:
-                clauses.append(f"instr({col}, ?) > 0")
-                args.append(hint)
+                text, ignore_case = hint
+                if ignore_case:
+                    clauses.append(f"(instr(lower({col}), ?) > 0 OR {col} GLOB '*[^ -~]*')")
+                else:
+                    clauses.append(f"instr({col}, ?) > 0")
+                args.append(text)
             clauses.append(f"gk_regexp(?, {col})")
             args.append(pattern)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
@@ -495,7 +512,9 @@ class AuditIndex:
 
     def _select(self, q: Query, full: bool) -> Iterator[tuple[Row, bytes, bytes]]:
         where, args = self._where(q)
-        cols = _COLUMNS + (", leaf_hash, entry" if full else "")
+        cols = _COLUMNS + (
+            ", leaf_hash, (SELECT entry FROM entries e WHERE e.idx = actions.idx)" if full else ""
+        )
         sql = f"SELECT {cols} FROM actions{where} ORDER BY idx{' DESC' if q.newest_first else ''}"
         if q.limit is not None:
             sql += " LIMIT ?"
@@ -537,7 +556,7 @@ class AuditIndex:
         ]
 
 
-def _row_values(r: Checked, leaf: bytes, entry: bytes) -> tuple[Any, ...]:
+def _row_values(r: Checked, leaf: bytes) -> tuple[Any, ...]:
     if r.signed is None:
         return (
             r.index,
@@ -553,7 +572,6 @@ def _row_values(r: Checked, leaf: bytes, entry: bytes) -> tuple[Any, ...]:
             None,
             None,
             None,
-            entry,
         )
     a = r.signed.action
     return (
@@ -570,7 +588,6 @@ def _row_values(r: Checked, leaf: bytes, entry: bytes) -> tuple[Any, ...]:
         a.reason,
         a.not_before,
         a.not_after,
-        entry,
     )
 
 

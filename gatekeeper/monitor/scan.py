@@ -272,7 +272,8 @@ def scan_entries(
             side[start] = (leaves, tree.compact(), nodes)
             yield start, entries
 
-    for start, entries, results in pool.map(hashed(), parallel=total > parallel_above):
+    parallel = total > parallel_above and not pool.checker.opaque  # opaque: nothing to check
+    for start, entries, results in pool.map(hashed(), parallel=parallel):
         leaves, snapshot, nodes = side.pop(start)
         on_batch(Batch(start, entries, leaves, results, snapshot, nodes))
     return tree.compact()
