@@ -93,7 +93,7 @@ class LogConfig:
 def parse_listen(text: str) -> tuple[str, int]:
     """``host:port`` (IPv6 as ``[::1]:port``); port 0 picks a free port. Raises ConfigError."""
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or len(port) > 5 or int(port) > 65535:
         raise ConfigError(f"listen address {text!r} must be HOST:PORT, e.g. 127.0.0.1:8080")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -127,7 +127,7 @@ def load_config(directory: str | Path) -> LogConfig:
         raise ConfigError(
             f"{path} not found: is {d} a log directory? Create one with `gk log init`"
         ) from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     where = str(path)
     origin = _take(data, "origin", str, None, where)

@@ -107,6 +107,11 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Any]) -
         return _error(exc.status, "http_error", exc.reason)
     except asyncio.CancelledError:
         raise
+    except ConnectionError:
+        # The client went away (e.g. in the middle of its body): nobody will read an answer, and
+        # it is not the server's fault, so no ERROR record an attacker could flood the log with.
+        logger.debug("client gone during %s %s", request.method, request.path)
+        return _error(400, "client_gone", "the connection closed before the request was complete")
     except Exception:
         logger.exception("unhandled error in %s %s", request.method, request.path)
         return _error(500, "internal", "internal error in the log server; the operator's log has details")

@@ -145,3 +145,19 @@ def test_export_static_then_read_it(
     assert rc == 0 and "exported size 3" in text
     client = LogClient(StaticTransport(out))
     assert client.entries(0, 3, 3) == entries
+
+
+@pytest.mark.parametrize(
+    "listen", ["127.0.0.1:\u00b2", "127.0.0.1:8\u2460", "127.0.0.1:99999", "127.0.0.1:", "8080"]
+)
+def test_parse_listen_refuses_bad_ports(listen: str) -> None:
+    from personality.config import parse_listen
+
+    with pytest.raises(ConfigError):
+        parse_listen(listen)
+
+
+def test_config_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "log.toml").write_bytes(b'origin = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path)

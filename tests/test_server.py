@@ -229,6 +229,21 @@ def test_garbage_on_the_socket_does_not_kill_the_server(log_server: LogServer) -
     assert requests.get(f"{log_server.url}/healthz", timeout=10).json()["status"] == "ok"
 
 
+def test_client_gone_mid_body_is_not_an_internal_error(log_server: LogServer) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(log_server.url)
+    for _ in range(3):
+        with socket.create_connection((u.hostname, u.port), timeout=10) as sock:
+            sock.sendall(b"POST /add HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b")
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(4096):
+                pass
+    assert requests.get(f"{log_server.url}/healthz", timeout=10).json() == {"status": "ok", "size": 0}
+    assert "unhandled error" not in log_server.stderr() and "Traceback" not in log_server.stderr()
+
+
 def test_metrics_count_adds_and_batches(filled: tuple[LogServer, list[bytes]]) -> None:
     server, _ = filled
     r = requests.get(f"{server.url}/metrics", timeout=10)
