@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -21,13 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import LogServer
 from sshd_fixture import LocalServiceThread, ScriptedGate, ensure_account, make_runtime, require_sshd
 
 from gatekeeper.agent.local import start_local
+from gatekeeper.agent.wiring import init_agent_dir
+from gatekeeper.client import identity as ident
+from gatekeeper.client.submit import LogSettings, build_action, submit_action
 from gatekeeper.errors import ConfigError
 from gatekeeper.execgate.client import LocalClient, LocalUnavailable
 from gatekeeper.execgate.protocol import DecideRequest, DecisionReply, parse_message, payload_length
 from gatekeeper.gate import Decision, ExecRequest, Reason
+from gatekeeper.journal import read_journal
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
@@ -495,3 +501,74 @@ def test_gk_exec_as_the_user_asks_for_its_own_account(local: Local, gktest_pytho
     assert proc.returncode == 0, proc.stderr
     assert out.read_text() == "gktest\n"
     assert local.gate.requests[0].account == "gktest"
+
+
+# -- the standalone runner with the real gate ----------------------------------------------------
+
+
+def test_standalone_runner_with_the_verifying_gate(
+    gktest_python: tuple[int, str], log_server: LogServer
+) -> None:
+    """``python3 -m gatekeeper.agent.local --config agent.toml``: the gate ``gk agent serve`` builds,
+    behind the local socket; gk exec as the test account runs a logged command once."""
+    uid, python = gktest_python
+    account = pwd.getpwuid(uid).pw_name
+    base = Path(tempfile.mkdtemp(prefix="gk-runner-"))
+    os.chmod(base, 0o755)
+    runner = None
+    try:
+        init_agent_dir(base / "host", name="runner-host", log_url=log_server.url, log_keys=[log_server.vkey])
+        key = base / "id"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        me = ident.from_file(key)
+        auth = base / "auth"
+        auth.write_text(f"publickey {me.public_key}\n")
+        os.chmod(auth, 0o644)
+        markers = base / "markers"
+        markers.mkdir()
+        os.chmod(markers, 0o1777)
+        socket_path = base / "run" / "local.sock"
+        config = base / "host" / "agent.toml"
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "gatekeeper.agent.local", "--config", str(config),
+             "--socket", str(socket_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        assert runner.stdout is not None
+        assert runner.stdout.readline() == f"local mode listening on {socket_path}\n"
+
+        command = f"touch {markers / 'ran'}"
+        settings = LogSettings.from_strings(log_server.url, log_server.vkey, None, base / "client-state")
+        action = build_action(me, ["runner-host"], account, command.encode(), window=300)
+        bundle = submit_action(settings, me, action, warn=lambda _line: None).bundle
+        env = {"SSH_USER_AUTH": str(auth), "SSH_ORIGINAL_COMMAND": command, "GK_BUNDLE": bundle}
+        argv = [python, "-I", "-m", "gatekeeper.execgate", "--socket", str(socket_path)]
+        first = subprocess.run(argv, env=env, user=uid, cwd="/", capture_output=True, timeout=60)
+        assert first.returncode == 0, first.stderr
+        assert (markers / "ran").exists()
+        (markers / "ran").unlink()
+        again = subprocess.run(argv, env=env, user=uid, cwd="/", capture_output=True, timeout=60)
+        assert again.returncode == Reason.REPLAY.exit_status
+        assert not (markers / "ran").exists()
+
+        os.kill(runner.pid, signal.SIGTERM)
+        assert runner.wait(timeout=30) == 0
+        assert not socket_path.exists()
+        journal = read_journal(base / "host" / "state" / "journal.jsonl")
+        events = [(r["event"], r["frontend"], r["reason"]) for r in journal]
+        assert events == [
+            ("allowed", "exec", "allowed"),
+            ("exit", "exec", "allowed"),
+            ("refused", "exec", "replay"),
+        ]
+    finally:
+        if runner is not None:
+            if runner.poll() is None:
+                os.kill(runner.pid, signal.SIGKILL)
+                runner.wait()
+            assert runner.stdout is not None
+            runner.stdout.close()
+        shutil.rmtree(base, ignore_errors=True)

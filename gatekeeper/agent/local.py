@@ -42,10 +42,10 @@ import pwd
 import socket
 import stat
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from gatekeeper.errors import ConfigError
+from gatekeeper.errors import ConfigError, GatekeeperError
 from gatekeeper.execgate.protocol import (
     HEADER_SIZE,
     Ack,
@@ -61,7 +61,7 @@ from gatekeeper.execgate.protocol import (
 from gatekeeper.gate import Decision, ExecRequest, Gate, Reason
 from gatekeeper.journal import Journal, decision_record
 
-__all__ = ["DEFAULT_LOGIN_SHELLS", "LocalServer", "start_local", "serve_local"]
+__all__ = ["DEFAULT_LOGIN_SHELLS", "LocalServer", "start_local", "serve_local", "main"]
 
 log = logging.getLogger("gatekeeper.agent.local")
 
@@ -393,3 +393,69 @@ async def serve_local(
         journal=journal,
     )
     await server.serve_forever()
+
+
+# -- standalone runner: ``python3 -m gatekeeper.agent.local --config agent.toml`` ------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the agent in local mode only (no SSH listener), from an agent.toml: the same gate that
+    ``gk agent serve`` builds (``build_gate``: policy, head store, log client, journal, alarm).
+    Prints ``local mode listening on PATH`` once ready; stops on SIGTERM or SIGINT."""
+    import argparse
+    import signal
+    import sys
+
+    from personality.errors import PersonalityError
+
+    p = argparse.ArgumentParser(
+        prog="python3 -m gatekeeper.agent.local",
+        description="Answer gk exec (sshd ForceCommand) over a Unix socket, with the verifying gate "
+        "configured by an agent.toml. Run as root. See docs/openssh.md.",
+    )
+    p.add_argument("--config", required=True, type=Path, help="the agent.toml (gk agent init)")
+    p.add_argument("--socket", default="/run/gatekeeper/local.sock", help="default %(default)s")
+    p.add_argument("--mode", default="0666", help="socket permissions, octal (default %(default)s)")
+    p.add_argument("--group", help="group owning the socket (with --mode 0660: only its members ask)")
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s gk-local %(levelname)s %(message)s"
+    )
+    try:
+        mode = int(args.mode, 8)
+    except ValueError:
+        print(f"gk: --mode {args.mode!r} is not octal", file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        from gatekeeper.agent.config import load_config
+        from gatekeeper.agent.wiring import build_gate
+
+        config = load_config(args.config)
+        journal = Journal(config.journal)
+        try:
+            gate = build_gate(config, journal=journal)
+            server = await start_local(
+                gate, args.socket, mode=mode, group=args.group, shell=config.shell, journal=journal
+            )
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            print(f"local mode listening on {args.socket}", flush=True)
+            await stop.wait()
+            server.close()
+            await server.wait_closed()
+        finally:
+            journal.close()
+
+    try:
+        asyncio.run(run())
+    except (GatekeeperError, PersonalityError) as exc:
+        print(exc.diagnostics(), file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised as a subprocess by the tests
+    raise SystemExit(main())
