@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from personality.errors import (
     ConflictError,
@@ -352,3 +354,69 @@ def test_log_failed_batch_reaches_every_waiter_and_log_continues(signer: Signer)
         await log.close()
 
     asyncio.run(main())
+
+
+def test_every_checkpoint_is_byte_identical_to_the_strict_formatter(signer: Signer) -> None:
+    from personality.tlog.checkpoint import Checkpoint, sign_checkpoint
+
+    seq, tiles = MemorySequencingStore(), MemoryTileStore()
+    s = Sequencer(seq, tiles, signer)
+    s.load()
+    for i in range(3):  # the first signature takes the strict path, later ones the fast path
+        _integrate(s, [f"x{i}".encode()])
+        st = s.state
+        assert seq.checkpoint() == st.checkpoint
+        assert st.checkpoint == sign_checkpoint(Checkpoint(ORIGIN, st.size, st.root), [signer])
+
+
+_STEP = st.tuples(
+    st.integers(min_value=0, max_value=300),  # new entries in the batch
+    st.integers(min_value=0, max_value=5),  # resubmissions of logged entries
+    st.sampled_from(
+        [None, "put_tiles/fail", "put_tiles/fail-after", "commit/fail", "commit/fail-after", "lookup/fail"]
+    ),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(_STEP, min_size=1, max_size=8), seed=st.integers(0, 2**32 - 1))
+def test_any_sequence_of_batches_and_faults_keeps_the_log_verifiable(
+    steps: list[tuple[int, int, str | None]], seed: int
+) -> None:
+    signer = generate_signer(ORIGIN)
+    seq, tiles = MemorySequencingStore(), MemoryTileStore()
+    s = Sequencer(seq, tiles, signer)
+    s.load()
+    rng = random.Random(seed)
+    logged: list[bytes] = []
+    counter = 0
+    for new, again, fault in steps:
+        fresh = [f"p{counter + i}".encode() for i in range(new)]
+        counter += new
+        batch = fresh + [rng.choice(logged) for _ in range(again if logged else 0)]
+        rng.shuffle(batch)
+        if fault is not None:
+            method, kind = fault.split("/")
+            (tiles if method == "put_tiles" else seq).inject(method, Fault(kind))  # type: ignore[attr-defined]
+        try:
+            results: list[tuple[int, bool]] | None = _integrate(s, batch)
+        except StorageError:
+            results = None
+        seq.clear_faults()
+        tiles.clear_faults()
+        raw = seq.checkpoint()
+        assert raw is not None
+        size = open_checkpoint(raw, ORIGIN, [signer.verifier()]).size
+        if size > len(logged):  # the batch was committed (possibly reported as a failure)
+            logged += fresh and [e for e in dict.fromkeys(batch) if e in set(fresh)]
+        assert size == len(logged)
+        if fault in (None, "commit/fail-after") and batch:
+            assert results is not None  # a fault that did not stop the commit is not an error
+        if fault in ("commit/fail", "lookup/fail", "put_tiles/fail", "put_tiles/fail-after") and fresh:
+            assert results is None and size == len(logged)
+        if results is not None:
+            assert [i for i, _ in results] == [logged.index(e) for e in batch]
+            assert [was for _, was in results] == [
+                e not in fresh or batch.index(e) < i for i, e in enumerate(batch)
+            ]
+        check_log(seq, tiles, signer, logged)

@@ -36,6 +36,9 @@ class _Faults:
     def __init__(self) -> None:
         self._queue: dict[str, deque[Fault]] = {}
 
+    def clear(self) -> None:
+        self._queue.clear()
+
     def inject(self, method: str, fault: Fault) -> None:
         self._queue.setdefault(method, deque()).append(fault)
 
@@ -70,6 +73,11 @@ class MemorySequencingStore:
             if self._locked:
                 raise ConflictError("another sequencer holds this log's lock")
             self._locked = True
+
+    def clear_faults(self) -> None:
+        """Forget faults injected but not triggered yet."""
+        with self._lock:
+            self._faults.clear()
 
     def unlock(self) -> None:
         """Let another sequencer object take over (the memory store survives its sequencer)."""
@@ -137,6 +145,11 @@ class MemoryTileStore:
         """
         with self._lock:
             self._faults.inject(method, fault)
+
+    def clear_faults(self) -> None:
+        """Forget faults injected but not triggered yet."""
+        with self._lock:
+            self._faults.clear()
 
     def put_tiles(self, tiles: Mapping[TilePath, bytes]) -> None:
         with self._lock:
