@@ -102,6 +102,8 @@ def test_search_matches_brute_force(big: tuple[AuditIndex, list[bytes], list[Row
         Query(signers=[fingerprint(signer)], first=50_000, last=50_999),
         Query(command=r"curl -fsS https://deploy\.example\.com/release/\d+ \| sh"),
         Query(command=r"(?i)USERADD"),
+        Query(command=r"(wget|curl)\b.*\|\s*(ba|z)?sh\b", accounts=["deploy"]),
+        Query(command=r"temp\d+5$"),
         Query(reason=r"^$", hosts=["db-*"]),
         Query(reason=r"INC-\d{3}$"),
         Query(first=99_990),
@@ -138,14 +140,19 @@ def test_proofs_from_the_index(big: tuple[AuditIndex, list[bytes], list[Row]]) -
 
 
 def test_literal_hints() -> None:
-    assert literal_hint(r"rm\s+-rf /") == ("-rf /", False)
-    assert literal_hint(r"curl .*\| *sh") == ("curl ", False)
-    assert literal_hint("curl .*| *sh") is None  # an unescaped | makes the whole pattern an alternative
-    assert literal_hint("(foo|bar)baz") == ("baz", False)
+    assert literal_hint(r"rm\s+-rf /") == (("-rf /",), False)
+    assert literal_hint(r"curl .*\| *sh") == (("curl ",), False)
+    assert literal_hint("curl .*| *sh") is None  # "curl .*" or " *sh": the second has no 3-char literal
+    assert literal_hint("(foo|bar)bazz") == (("bazz",), False)
+    assert literal_hint("(food|bars)baz") == (("bars", "food"), False)
+    assert literal_hint(r"(curl|wget)\b.*\|\s*(ba|z|da)?sh\b") == (("curl", "wget"), False)
     assert literal_hint("a|bcdef") is None
-    assert literal_hint("(?i)ShadoW") == ("shadow", True)
-    assert literal_hint("(?i)\u00e9t\u00e9s") is None
+    assert literal_hint("(?:abc)+x") == (("abc",), False)
+    assert literal_hint("(?:abc)?x") is None
+    assert literal_hint("(?i)ShadoW") == (("ShadoW",), True)
+    assert literal_hint("(?i:sh)adow") == (("adow",), True)
     assert literal_hint("ab") is None
+    assert literal_hint("[ab]cd") is None
     assert literal_hint("(") is None
 
 

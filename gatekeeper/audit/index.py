@@ -67,13 +67,16 @@ CREATE TABLE IF NOT EXISTS actions (
     principals TEXT,
     reason TEXT,
     not_before INTEGER,
-    not_after INTEGER
+    not_after INTEGER,
+    nonascii INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS actions_account ON actions (account);
 CREATE INDEX IF NOT EXISTS actions_signer ON actions (signer_fp);
 CREATE INDEX IF NOT EXISTS actions_time ON actions (not_before);
 CREATE INDEX IF NOT EXISTS actions_status ON actions (status) WHERE status != 'ok';
+CREATE INDEX IF NOT EXISTS actions_nonascii ON actions (idx) WHERE nonascii;
+CREATE VIRTUAL TABLE IF NOT EXISTS texts USING fts5(command, reason, tokenize='trigram');
 CREATE TABLE IF NOT EXISTS targets (
     host TEXT NOT NULL, idx INTEGER NOT NULL, host_key TEXT, PRIMARY KEY (host, idx)
 ) WITHOUT ROWID;
@@ -161,14 +164,18 @@ def _is_glob(s: str) -> bool:
     return any(c in s for c in "*?[")
 
 
-def literal_hint(pattern: str) -> tuple[str, bool] | None:
-    """``(substring, ignore_case)``: a substring every match of ``pattern`` must contain (at
-    least 3 characters, compared ignoring ASCII case when the pattern ignores case), or None.
+MAX_ALTERNATIVES = 16
+_SCOPED_I = re.compile(r"\(\?[a-zA-Z]*i")
 
-    Used to let SQLite discard most rows with ``instr`` before Python runs the regex. Only
-    top-level literal runs count (not inside groups, alternatives or optional parts). For a
-    case-insensitive pattern the hint is used only if it is ASCII, and rows holding anything but
-    printable ASCII stay candidates (Unicode case folding maps some other letters to ASCII ones).
+
+def literal_hint(pattern: str) -> tuple[tuple[str, ...], bool] | None:
+    """``(alternatives, ignore_case)``: substrings (each at least 3 characters) one of which every
+    match of ``pattern`` contains, or None when there is no such set.
+
+    Lets SQLite find candidate rows in a trigram full-text index before Python runs the regex
+    on them. Derived from the parsed pattern: literal runs, groups, alternatives (``(curl|wget)``)
+    and repeats of at least one; optional parts and character classes give nothing.
+    ``ignore_case`` says the pattern (or part of it) ignores case.
     """
     try:
         import re._parser as sre
@@ -176,25 +183,46 @@ def literal_hint(pattern: str) -> tuple[str, bool] | None:
         parsed = sre.parse(pattern)
     except Exception:  # noqa: BLE001 - any surprise: no hint, the regex still decides
         return None
-    best, run = "", []
-    literal = sre.LITERAL
-    for op, arg in parsed:
-        if op is literal:
+    ignore_case = bool(parsed.state.flags & re.IGNORECASE) or bool(_SCOPED_I.search(pattern))
+    alts = _required(sre, list(parsed))
+    return (tuple(alts), ignore_case) if alts else None
+
+
+def _required(sre: Any, seq: list[Any]) -> list[str] | None:
+    best: list[str] | None = None
+
+    def consider(cand: list[str] | None) -> None:
+        nonlocal best
+        if not cand or len(cand) > MAX_ALTERNATIVES:
+            return
+        key = (min(len(c) for c in cand), -len(cand))
+        if best is None or key > (min(len(c) for c in best), -len(best)):
+            best = cand
+
+    run: list[str] = []
+    for op, arg in seq:
+        if op is sre.LITERAL:
             run.append(chr(arg))
             continue
-        if len(run) > len(best):
-            best = "".join(run)
+        if len(run) >= 3:
+            consider(["".join(run)])
         run = []
-    if len(run) > len(best):
-        best = "".join(run)
-    if len(best) < 3:
-        return None
-    ignore_case = bool(parsed.state.flags & re.IGNORECASE)
-    if ignore_case:
-        if not best.isascii():
-            return None
-        best = best.lower()
-    return best, ignore_case
+        if op is sre.SUBPATTERN:
+            consider(_required(sre, list(arg[-1])))
+        elif op is sre.BRANCH:
+            parts = [_required(sre, list(a)) for a in arg[1]]
+            if all(parts):
+                consider(sorted({x for part in parts for x in part or ()}))
+        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT) and arg[0] >= 1:
+            consider(_required(sre, list(arg[2])))
+    if len(run) >= 3:
+        consider(["".join(run)])
+    return best
+
+
+def _fts_query(column: str, alternatives: Sequence[str]) -> str:
+    quoted = " OR ".join('"' + a.replace('"', '""') + '"' for a in alternatives)
+    return f"{column} : ({quoted})"
 
 
 class AuditIndex:
@@ -329,9 +357,14 @@ class AuditIndex:
         with self._tx() as c:
             c.executemany(
                 "INSERT OR REPLACE INTO actions (idx, leaf_hash, status, error, kind, account, command, "
-                "hosts, signer_fp, principals, reason, not_before, not_after) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "hosts, signer_fp, principals, reason, not_before, not_after, nonascii) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
+            )
+            c.execute("DELETE FROM texts WHERE rowid >= ? AND rowid < ?", (batch.start, batch.end))
+            c.executemany(
+                "INSERT INTO texts (rowid, command, reason) VALUES (?, ?, ?)",
+                [(r[0], r[6], r[10]) for r in rows if r[6] is not None or r[10] is not None],
             )
             c.executemany(
                 "INSERT OR REPLACE INTO entries VALUES (?, ?)",
@@ -355,6 +388,7 @@ class AuditIndex:
         with self._tx() as c:
             c.execute("DELETE FROM actions WHERE idx >= ?", (size,))
             c.execute("DELETE FROM entries WHERE idx >= ?", (size,))
+            c.execute("DELETE FROM texts WHERE rowid >= ?", (size,))
             c.execute("DELETE FROM targets WHERE idx >= ?", (size,))
             for level in range(TILE_HEIGHT, 64, TILE_HEIGHT):
                 c.execute("DELETE FROM nodes WHERE level = ? AND n >= ?", (level, size >> level))
@@ -491,12 +525,12 @@ class AuditIndex:
                 raise ConfigError(f"--{col}: not a valid regular expression: {exc}") from None
             hint = literal_hint(pattern)
             if hint is not None:
-                text, ignore_case = hint
-                if ignore_case:
-                    clauses.append(f"(instr(lower({col}), ?) > 0 OR {col} GLOB '*[^ -~]*')")
-                else:
-                    clauses.append(f"instr({col}, ?) > 0")
-                args.append(text)
+                # candidates from the trigram index (it folds case); rows with non-ASCII text stay
+                # candidates for case-insensitive patterns, whose Unicode folding Python decides
+                alternatives, ignore_case = hint
+                fts = "idx IN (SELECT rowid FROM texts WHERE texts MATCH ?)"
+                clauses.append(f"({fts} OR nonascii)" if ignore_case else fts)
+                args.append(_fts_query(col, alternatives))
             clauses.append(f"gk_regexp(?, {col})")
             args.append(pattern)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
@@ -558,22 +592,10 @@ class AuditIndex:
 
 def _row_values(r: Checked, leaf: bytes) -> tuple[Any, ...]:
     if r.signed is None:
-        return (
-            r.index,
-            leaf,
-            r.status,
-            r.error,
-            None,
-            None,
-            None,
-            None,
-            r.fingerprint or None,
-            None,
-            None,
-            None,
-            None,
-        )
+        fp = r.fingerprint or None
+        return (r.index, leaf, r.status, r.error, None, None, None, None, fp, None, None, None, None, 0)
     a = r.signed.action
+    command = command_text(a.command)
     return (
         r.index,
         leaf,
@@ -581,13 +603,14 @@ def _row_values(r: Checked, leaf: bytes) -> tuple[Any, ...]:
         r.error,
         a.kind,
         a.account,
-        command_text(a.command),
+        command,
         " ".join(t.name for t in a.targets),
         r.fingerprint,
         " ".join(r.principals) or None,
         a.reason,
         a.not_before,
         a.not_after,
+        int(not (command.isascii() and a.reason.isascii())),
     )
 
 
