@@ -173,6 +173,17 @@ def _run_wrk(url: str, clients: int, seconds: float, warmup: float) -> dict[str,
     }
 
 
+def _metrics(url: str) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {
+        k: float(v)
+        for k, v in (line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    }
+
+
 def _server_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -199,6 +210,7 @@ def main() -> None:
             for c in levels:
                 common.log(f"{c} clients for {seconds}s against {url}")
                 cpu0 = _server_cpu(proc.pid)
+                m0 = _metrics(url)
                 if use_wrk:
                     r = _run_wrk(url, c, seconds, 1.0)
                 else:
@@ -206,6 +218,10 @@ def main() -> None:
                 r["server_cpu_s_per_1k_adds"] = round(
                     (_server_cpu(proc.pid) - cpu0) / max(1, r["requests"]) * 1000, 3
                 )
+                m1 = _metrics(url)
+                batches = m1["gk_log_batches_total"] - m0["gk_log_batches_total"]
+                adds = m1["gk_log_adds_total"] - m0["gk_log_adds_total"]
+                r["mean_batch_size"] = round(adds / batches, 1) if batches else None
                 results[f"c{c}"] = r
                 results[str(c)] = r
         finally:

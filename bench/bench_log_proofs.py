@@ -54,7 +54,7 @@ def build(db: Path, size: int, signer: Signer) -> float:
 
 def measure(db: Path, size: int, signer: Signer, samples: int) -> dict[str, Any]:
     seq, tiles = open_sqlite(db)
-    s = Sequencer(seq, tiles, signer, tile_cache=8192)
+    s = Sequencer(seq, tiles, signer, tile_cache=min(size // 256 + 64, 16384))
     t0 = time.perf_counter()
     state = s.load()
     load_s = time.perf_counter() - t0

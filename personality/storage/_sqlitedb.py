@@ -54,6 +54,8 @@ class Connections:
             conn.execute(f"PRAGMA cache_size=-{self._cache_kib}")
             # Fewer, larger WAL checkpoints: tiles make big transactions.
             conn.execute("PRAGMA wal_autocheckpoint=4000")
+            # ...and do not keep a WAL that one big transaction (an index merge) grew.
+            conn.execute("PRAGMA journal_size_limit=67108864")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the log database {self._path}: {exc}") from exc
         self._local.conn = conn
