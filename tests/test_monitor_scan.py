@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gatekeeper.monitor.scan import TreeBuilder
+from gatekeeper.monitor.scan import Progress, TreeBuilder
 from personality.tlog import merkle
 
 
@@ -46,3 +47,24 @@ def test_big_aligned_and_unaligned_roots() -> None:
         tb = TreeBuilder(ref)
         tb.extend(ls[start:])
         assert tb.compact().root() == full
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_only_on_a_terminal() -> None:
+    tty = _Tty()
+    bar = Progress("prod", 1000, stream=tty)
+    bar.advance(400)
+    bar.advance(600)
+    bar.finish()
+    out = tty.getvalue()
+    assert out.startswith("\rprod [") and "100.0% 1,000/1,000" in out and out.endswith("\n")
+    pipe = io.StringIO()
+    quiet = Progress("prod", 1000, stream=pipe)
+    quiet.advance(1000)
+    quiet.finish()
+    assert pipe.getvalue() == ""
+    assert Progress("prod", 1000, stream=_Tty(), enabled=False).enabled is False
