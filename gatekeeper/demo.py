@@ -366,7 +366,8 @@ class Demo:
             ran = self.run(["ssh", "-F", "alice/ssh_config", "-T", "-a", "-x", "web-01", command],
                            gk=False, expect=210)
         else:
-            self._show_command([], ["(no OpenSSH client here: paramiko)", "exec", command, "on", "web-01"])
+            shown = shlex.quote(command.replace(str(self.root) + "/", ""))
+            self.say(f"   $ (no OpenSSH client here) paramiko: exec {shown} on web-01, no GK_BUNDLE")
             ran = _paramiko_exec(self.user_key, self.host_ports["web-01"], command)
             self._show_output(ran.output)
             self.say(f"     [exit {ran.status}]")

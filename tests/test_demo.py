@@ -167,3 +167,17 @@ def test_interrupted_demo_stops_its_processes_and_removes_its_directory() -> Non
     assert "every process the demo started was stopped" in rest
     assert not root.exists()
     assert not [p for p in ports if _listening(p)]
+
+
+def test_key_fallback_without_ssh_keygen(tmp_path: Path) -> None:
+    """Without ssh-keygen the demo makes the user key with cryptography: an OpenSSH key that
+    OpenSSH itself reads, with the matching public key file."""
+    from gatekeeper.demo import _generate_key
+
+    key = tmp_path / "id_ed25519"
+    _generate_key(key, "alice@demo.example")
+    assert key.stat().st_mode & 0o077 == 0
+    public = key.with_suffix(".pub").read_text().split()
+    assert public[0] == "ssh-ed25519" and public[2] == "alice@demo.example"
+    derived = subprocess.run(["ssh-keygen", "-y", "-f", str(key)], capture_output=True, text=True, check=True)
+    assert derived.stdout.split()[:2] == public[:2]
