@@ -307,7 +307,7 @@ class Demo:
         self.step("Two hosts, web-01 and web-02, each running the Gatekeeper agent (an SSH server)")
         for name in HOSTS:
             self.run(["agent", "init", name, "--name", name, "--log", self.log_url, "--log-key", self.vkey,
-                      "--origin", ORIGIN, "--listen", "127.0.0.1:0"])
+                      "--listen", "127.0.0.1:0"])
             with open(self.root / name / "authorized_keys", "a") as fh:
                 fh.write(self.user_key.with_suffix(".pub").read_text())
             self.note(f"(alice's public key appended to {name}/authorized_keys)")
@@ -332,7 +332,7 @@ class Demo:
             )
         (self.root / "alice" / "ssh_config").write_text("\n".join(blocks))
         (self.root / "alice" / "client.toml").write_text(
-            f'log = "{self.log_url}"\nlog_key = "{self.vkey}"\norigin = "{ORIGIN}"\n'
+            f'log = "{self.log_url}"\nlog_key = "{self.vkey}"\n'
             f'key = "{self.user_key}"\nstate = "{self.root / "alice" / "checkpoint"}"\n'
         )
         self.note("alice's side: alice/ssh_config (HostKeyAlias = the host's name in actions), "
@@ -392,13 +392,13 @@ class Demo:
 
     def audit_and_monitor(self) -> None:
         self.step("The audit trail: what ran where, who signed it, and why, with proofs")
-        self.run(["audit", "sync", "--log", self.log_url, "--log-key", self.vkey, "--origin", ORIGIN,
+        self.run(["audit", "sync", "--log", self.log_url, "--log-key", self.vkey,
                   "--allowed-signers", "allowed_signers", "--no-progress"])
         self.run(["audit", "list"])
         self.run(["audit", "prove", "1", "--output", "proof-1.txt"])
         self.note("A monitor checks the log: every checkpoint, the whole tree, every signature")
         self.run(["monitor", "--once", "--no-progress", "--log", self.log_url, "--log-key", self.vkey,
-                  "--origin", ORIGIN, "--state", "monitor"])
+                  "--state", "monitor"])
 
     def log_down(self) -> None:
         self.step("The log goes down: proofs still verify offline, and nothing new can run (fail closed)")
@@ -440,7 +440,7 @@ class Demo:
         self.outcomes.append("web-01 refused the rewritten history (exit 222) and halted (exit 224 after)")
         self.note("The monitor compares the log with the history it verified before:")
         mon = self.run(["monitor", "--once", "--no-progress", "--log", self.log_url, "--log-key", self.vkey,
-                        "--origin", ORIGIN, "--state", "monitor"], expect=76, quiet_stdout=True)
+                        "--state", "monitor"], expect=76, quiet_stdout=True)
         alerts = [json.loads(line) for line in mon.stdout.splitlines() if line.startswith("{")]
         critical = [a for a in alerts if a.get("severity") == "critical"]
         if not critical:
