@@ -185,7 +185,7 @@ def _log_error(exc: PersonalityError, url: str, what: str) -> GatekeeperError:
     """The one-line gatekeeper error for a failure of the log client."""
     msg = str(exc)
     if isinstance(exc, UnavailableError | OverloadedError):
-        return LogUnavailable(f"log {url} unavailable during {what}: {msg}")
+        return LogUnavailable(msg if url in msg else f"log {url}: {msg}")
     if isinstance(exc, RefusedError):
         return Refused(f"the log refused the action: {msg}")
     if isinstance(exc, FormatError) and "HTTP 4" in msg:
@@ -288,9 +288,9 @@ def submit_action(
                     f"log {log.origin} went back from size {stored.size} (stored) to {sc.size} and "
                     f"cannot prove the two consistent ({exc}); both checkpoints kept in {evidence}"
                 ) from None
-            raise _log_error(exc, log.url, "add") from None
+            raise _log_error(exc, log.url, "the consistency proof") from None
         except PersonalityError as exc:
-            raise _log_error(exc, log.url, "add") from None
+            raise _log_error(exc, log.url, "add / the consistency proof") from None
         t3 = time.perf_counter()
         timings["verify"] = t3 - t2
         latest = verifier.latest
