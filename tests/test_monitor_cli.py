@@ -231,3 +231,54 @@ def test_follow_mode_stops_on_sigterm(tmp_path: Path, key: Signer) -> None:
             proc.wait()
     assert proc.returncode == 0, err
     assert out == b""
+
+
+def test_static_mirror_over_http_behind_a_token(
+    tmp_path: Path, key: Signer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plain web server (no JSON API) with a bearer token on the read path: proofs come from
+    the tiles, the token goes with every request, and without it the log is unavailable."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    entries, _ = synthetic_entries(600, workers=1)
+    mirror = tmp_path / "mirror"
+    write_static_log(mirror, entries[:300], key)
+
+    class Guarded(SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            if self.headers.get("Authorization") != "Bearer s3cret":
+                self.send_error(401)
+                return
+            super().do_GET()
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Guarded, directory=str(mirror)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}"
+    (tmp_path / "token").write_text("Authorization: Bearer s3cret\n")
+    base = [
+        "monitor",
+        "--once",
+        "--log",
+        url,
+        "--log-key",
+        key.verifier().vkey(),
+        "--workers",
+        "1",
+        "--state",
+        str(tmp_path / "state"),
+    ]
+    try:
+        assert main(base) == 69  # no token: unavailable, not an integrity alert
+        assert [a["kind"] for a in lines(capsys.readouterr().out)] == ["unavailable"]
+        assert main([*base, "--log-header", f"@{tmp_path / 'token'}"]) == 0
+        write_static_log(mirror, entries, key)  # grows: consistency proven from tiles, not /proof
+        assert main([*base, "--log-header", "Authorization: Bearer s3cret"]) == 0
+        assert "processed 600" in capsys.readouterr().err
+    finally:
+        srv.shutdown()
+        srv.server_close()

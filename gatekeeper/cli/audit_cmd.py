@@ -93,6 +93,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--log", required=True, metavar="URL|DIR")
     s.add_argument("--log-key", required=True, metavar="VKEY")
     s.add_argument("--origin", help="checkpoint origin (default: the key name)")
+    s.add_argument(
+        "--log-header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'|@FILE",
+        help="HTTP header for the log (e.g. Authorization for a protected read path)",
+    )
     s.add_argument("--allowed-signers", type=Path, help="record principals, flag unknown signers")
     s.add_argument("--workers", type=int)
     s.add_argument("--no-progress", action="store_true")
@@ -139,6 +146,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v.add_argument("--log", required=True, metavar="URL|DIR")
     v.add_argument("--log-key", required=True, metavar="VKEY")
     v.add_argument("--origin")
+    v.add_argument("--log-header", action="append", default=[], metavar="'NAME: VALUE'|@FILE")
     v.add_argument("--index", type=Path, help="also check the index against the log")
     v.add_argument("--workers", type=int)
     v.add_argument("--no-progress", action="store_true")
@@ -226,7 +234,7 @@ def _sync(args: argparse.Namespace) -> int:
     from gatekeeper.audit.sync import sync
     from gatekeeper.monitor.alerts import StreamSink
     from gatekeeper.monitor.check import SignerPrincipals
-    from gatekeeper.monitor.config import parse_key_arg
+    from gatekeeper.monitor.config import parse_header, parse_key_arg
     from gatekeeper.monitor.scan import ClientSource
 
     verifier = parse_key_arg(args.log_key)
@@ -236,7 +244,7 @@ def _sync(args: argparse.Namespace) -> int:
         index.set_meta("vkey", verifier.vkey())
         res = sync(
             index,
-            ClientSource.at(args.log),
+            ClientSource.at(args.log, headers=dict(parse_header(h) for h in args.log_header)),
             [verifier],
             StreamSink(sys.stderr),
             principals=principals,
@@ -429,14 +437,14 @@ def _verify_bundle(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from gatekeeper.audit.sync import full_verify
-    from gatekeeper.monitor.config import parse_key_arg
+    from gatekeeper.monitor.config import parse_header, parse_key_arg
     from gatekeeper.monitor.scan import ClientSource
 
     verifier = parse_key_arg(args.log_key)
     index = _open(args.index) if args.index else None
     try:
         rep = full_verify(
-            ClientSource.at(args.log),
+            ClientSource.at(args.log, headers=dict(parse_header(h) for h in args.log_header)),
             args.origin or verifier.name,
             [verifier],
             index=index,

@@ -44,6 +44,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the log's verifier key or a file holding it (one per --log, in order)",
     )
     p.add_argument("--origin", action="append", default=[], help="checkpoint origin (default: the key name)")
+    p.add_argument(
+        "--log-header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'|@FILE",
+        help="HTTP header for every --log (e.g. Authorization for a protected read path)",
+    )
     p.add_argument("--opaque", action="store_true", help="entries are not actions: check the tree only")
     p.add_argument("--rules", type=Path, help="rules file (TOML), see examples/monitor-rules.toml")
     p.add_argument("--allowed-signers", type=Path, help="flag actions by keys not in this file")
@@ -79,6 +86,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("locations", nargs="+", metavar="DIR|URL")
     c.add_argument("--log-key", action="append", default=[], required=True, metavar="VKEY")
     c.add_argument("--log", metavar="URL|DIR", help="prove consistency between sizes with this log's tiles")
+    c.add_argument("--log-header", action="append", default=[], metavar="'NAME: VALUE'|@FILE")
     c.set_defaults(func=_gossip_compare)
     pub = gsub.add_parser("publish", help="publish a checkpoint file (e.g. an agent's newest head)")
     pub.add_argument("checkpoint", type=Path)
@@ -101,7 +109,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _config(args: argparse.Namespace) -> Any:
     from dataclasses import replace
 
-    from gatekeeper.monitor.config import AlertSpec, MonitorConfig, load_config, log_spec
+    from gatekeeper.monitor.config import AlertSpec, MonitorConfig, load_config, log_spec, parse_header
 
     if args.config is not None:
         if args.log:
@@ -115,8 +123,9 @@ def _config(args: argparse.Namespace) -> Any:
         if args.origin and len(args.origin) != len(args.log):
             raise ConfigError("give one --origin per --log (or none)")
         origins = args.origin or [None] * len(args.log)
+        headers = dict(parse_header(h) for h in args.log_header)
         logs = tuple(
-            log_spec(loc, [key], origin, opaque=args.opaque)
+            log_spec(loc, [key], origin, opaque=args.opaque, headers=headers)
             for loc, key, origin in zip(args.log, args.log_key, origins, strict=True)
         )
         cfg = MonitorConfig(logs=logs)
@@ -182,7 +191,10 @@ def _gossip_compare(args: argparse.Namespace) -> int:
     observations: list[gossip.Observation] = []
     for loc in args.locations:
         observations.extend(gossip.observe(label, raw, keys) for label, raw in gossip.read_published(loc))
-    consistency = source_consistency(ClientSource.at(args.log)) if args.log else None
+    from gatekeeper.monitor.config import parse_header
+
+    headers = dict(parse_header(h) for h in args.log_header)
+    consistency = source_consistency(ClientSource.at(args.log, headers=headers)) if args.log else None
     result = gossip.compare(observations, consistency)
     for c in result.conflicts:
         print(

@@ -24,6 +24,8 @@
     key = "log.example.com+1a2b3c4d+AQ..." # or: key_file = "/etc/gatekeeper/log.vkey"
     origin = "log.example.com"             # default: the key's name
     opaque = false                         # true: entries are not actions (tree checks only)
+    header_file = "/etc/gatekeeper/log-read-token"   # optional: "Authorization: Bearer …" for a
+                                                     # protected read path (or headers = {...})
 
 Raises :class:`~gatekeeper.errors.ConfigError` for anything missing or wrong.
 """
@@ -40,7 +42,16 @@ from gatekeeper.errors import ConfigError
 from personality.errors import FormatError
 from personality.tlog.note import Verifier, parse_vkey
 
-__all__ = ["LogSpec", "AlertSpec", "MonitorConfig", "load_config", "parse_key_arg", "DEFAULT_STATE"]
+__all__ = [
+    "LogSpec",
+    "AlertSpec",
+    "MonitorConfig",
+    "load_config",
+    "parse_key_arg",
+    "parse_header",
+    "log_spec",
+    "DEFAULT_STATE",
+]
 
 DEFAULT_STATE = "gk-monitor-state"
 
@@ -52,6 +63,7 @@ class LogSpec:
     verifiers: tuple[Verifier, ...]
     origin: str
     opaque: bool = False
+    headers: Mapping[str, str] = field(default_factory=dict)  # e.g. Authorization for a protected read path
 
 
 @dataclass(frozen=True)
@@ -91,17 +103,33 @@ def parse_key_arg(text: str) -> Verifier:
         raise ConfigError(f"log key: {exc}") from None
 
 
+def parse_header(text: str) -> tuple[str, str]:
+    """``"Name: value"`` (e.g. ``"Authorization: Bearer …"``); ``@FILE`` reads the line from a file."""
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"header file {text[1:]}: {exc}") from None
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip() or any(c in text for c in "\r\n"):
+        raise ConfigError("a header is written 'Name: value' on one line")
+    return name.strip(), value.strip()
+
+
 def log_spec(
     location: str,
     keys: Sequence[str],
     origin: str | None = None,
     name: str | None = None,
     opaque: bool = False,
+    headers: Mapping[str, str] | None = None,
 ) -> LogSpec:
     if not keys:
         raise ConfigError(f"log {location}: give its verifier key")
     verifiers = tuple(parse_key_arg(k) for k in keys)
-    return LogSpec(name or location, location, verifiers, origin or verifiers[0].name, opaque)
+    return LogSpec(
+        name or location, location, verifiers, origin or verifiers[0].name, opaque, dict(headers or {})
+    )
 
 
 def _get(
@@ -149,7 +177,17 @@ def load_config(path: str | Path) -> MonitorConfig:
         where = f"{p}: log {i + 1}"
         if not isinstance(t, dict):
             raise ConfigError(f"{where}: must be a table")
-        extra = set(t) - {"name", "url", "dir", "key", "key_file", "origin", "opaque"}
+        extra = set(t) - {
+            "name",
+            "url",
+            "dir",
+            "key",
+            "key_file",
+            "origin",
+            "opaque",
+            "headers",
+            "header_file",
+        }
         if extra:
             raise ConfigError(f"{where}: unknown keys {sorted(extra)}")
         url, d = _get(t, "url", str, where), _get(t, "dir", str, where)
@@ -161,6 +199,13 @@ def load_config(path: str | Path) -> MonitorConfig:
         if (key is None) == (key_file is None):
             raise ConfigError(f"{where}: give exactly one of key or key_file")
         keys = [key] if key is not None else [str(rel(key_file))]
+        headers = dict(_get(t, "headers", dict, where, {}))
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            raise ConfigError(f"{where}: headers must map names to strings")
+        header_file = _get(t, "header_file", str, where)
+        if header_file is not None:  # a secret kept out of the config file, e.g. a bearer token
+            name_, value = parse_header("@" + str(rel(header_file)))
+            headers[name_] = value
         logs.append(
             log_spec(
                 location,
@@ -168,6 +213,7 @@ def load_config(path: str | Path) -> MonitorConfig:
                 _get(t, "origin", str, where),
                 _get(t, "name", str, where),
                 bool(_get(t, "opaque", bool, where, False)),
+                headers,
             )
         )
     names = [lg.name for lg in logs]

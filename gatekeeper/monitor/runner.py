@@ -150,7 +150,7 @@ class MonitorRunner:
         self.sources: dict[str, TileSource] = {}
         config.state.mkdir(parents=True, exist_ok=True, mode=0o700)
         for spec in config.logs:
-            src = (sources or {}).get(spec.name) or ClientSource.at(spec.location)
+            src = (sources or {}).get(spec.name) or ClientSource.at(spec.location, headers=spec.headers)
             self.sources[spec.origin] = src
             target = LogTarget(spec.name, src, spec.origin, spec.verifiers)
             self.monitors.append(

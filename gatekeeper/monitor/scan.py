@@ -19,16 +19,16 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Protocol, TextIO
 
 from gatekeeper.errors import LogMisbehaved
 from gatekeeper.monitor.check import Checked, CheckPool
-from personality.client import FetchTransport, HTTPTransport, LogClient, StaticTransport
-from personality.errors import FormatError, NotFoundError, ProofError
+from personality.client import FetchTransport, HTTPTransport, LogClient, Params, StaticTransport
+from personality.errors import FormatError, NotFoundError, PersonalityError, ProofError
 from personality.tlog import merkle
 from personality.tlog.checkpoint import SignedCheckpoint
 from personality.tlog.tiles import (
@@ -76,11 +76,12 @@ class ClientSource:
         self.name = name
 
     @classmethod
-    def at(cls, location: str, **http: Any) -> ClientSource:
-        """``http(s)://…`` (the log service, or a static web server with ``dynamic=False``) or a
-        directory holding a static mirror."""
+    def at(cls, location: str, headers: Mapping[str, str] | None = None) -> ClientSource:
+        """``http(s)://…`` (the log service, or any web server holding a static mirror: without
+        the JSON API, proofs are computed from tiles) or a directory holding a static mirror.
+        ``headers`` go with every HTTP request (``Authorization`` for a protected read path)."""
         if location.startswith(("http://", "https://")):
-            return cls(LogClient(HTTPTransport(location, **http)), location)
+            return cls(LogClient(_ProbingTransport(HTTPTransport(location, headers=headers))), location)
         return cls(LogClient(StaticTransport(location)), location)
 
     def read_checkpoint(self) -> bytes:
@@ -91,6 +92,33 @@ class ClientSource:
 
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
         return self.client.consistency_proof(size1, size2)
+
+
+class _ProbingTransport:
+    """An HTTP transport that finds out whether the JSON API exists: a static mirror served by a
+    plain web server answers 404 to ``proof/…``, and proofs are then computed from tiles."""
+
+    def __init__(self, inner: HTTPTransport) -> None:
+        self.inner = inner
+        self._dynamic: bool | None = None
+
+    @property
+    def dynamic(self) -> bool:
+        if self._dynamic is None:
+            try:
+                self.inner.get("healthz")
+                self._dynamic = True
+            except NotFoundError:
+                self._dynamic = False
+            except PersonalityError:
+                return True  # unknown yet (unreachable): the next call will tell
+        return self._dynamic
+
+    def get(self, path: str, params: Params | None = None) -> bytes:
+        return self.inner.get(path, params)
+
+    def post(self, path: str, body: bytes, params: Params | None = None) -> bytes:
+        return self.inner.post(path, body, params)
 
 
 class DirectorySource(ClientSource):
