@@ -224,7 +224,7 @@ def _ssh(args: argparse.Namespace) -> int:
         resolver=resolver,
         accept_new=args.accept_new,
         pin_host_keys=args.pin_host_key,
-        stdin=None if args.no_stdin else sys.stdin.buffer,
+        stdin=None if args.no_stdin or sys.stdin is None else sys.stdin.buffer,
         parallel=args.parallel,
         connect_timeout=args.connect_timeout,
         on_logged=logged,
