@@ -11,7 +11,7 @@ kept with ``--keep DIR``). The steps:
    an ``ssh_config`` and ``known_hosts`` for them;
 4. logged commands with ``gk ssh`` on one host and on both;
 5. an unlogged command sent with plain ``ssh`` (or paramiko): refused, and it did not run;
-6. the audit trail (``gk audit sync``, ``list``, ``prove``) and a monitor round (``gk monitor --once``);
+6. the audit trail (``gk audit sync``, ``list``, ``reconcile``, ``prove``) and a monitor round;
 7. the log goes down: an offline proof still verifies (``gk audit verify-bundle``), and nothing
    can be logged (fail closed);
 8. the log operator restores an old backup of the log's database and serves that history: the
@@ -395,6 +395,8 @@ class Demo:
         self.run(["audit", "sync", "--log", self.log_url, "--log-key", self.vkey,
                   "--allowed-signers", "allowed_signers", "--no-progress"])
         self.run(["audit", "list"])
+        self.note("web-01's journal against the log: did it run anything that was not logged?")
+        self.run(["audit", "reconcile", "web-01/state/journal.jsonl", "--host", "web-01"])
         self.run(["audit", "prove", "1", "--output", "proof-1.txt"])
         self.note("A monitor checks the log: every checkpoint, the whole tree, every signature")
         self.run(["monitor", "--once", "--no-progress", "--log", self.log_url, "--log-key", self.vkey,
