@@ -416,3 +416,21 @@ def test_concurrent_newer_checkpoints_reverify_against_the_moved_head(env: Env) 
     # whichever committed second was verified again against the head the first one stored
     assert [h.size for h in env.store.heads(ORIGIN)][-3:] == [head.size, head.size + 1, head.size + 2]
     assert len(env.log.calls) >= 3
+
+
+def test_many_concurrent_newer_checkpoints_all_run(env: Env) -> None:
+    """Head advancement is serialised: no valid command is refused because the head kept moving."""
+    assert env.run_new()[0].allowed
+    w = env.world
+    requests = []
+    for _ in range(30):
+        action = w.action()
+        requests.append(w.request(w.bundle_text(action), action))  # 30 different, growing checkpoints
+
+    async def all_at_once() -> list[Decision]:
+        return list(await asyncio.gather(*(env.gate.decide(r) for r in reversed(requests))))
+
+    decisions = asyncio.run(all_at_once())
+    assert [d.reason for d in decisions] == [Reason.ALLOWED] * 30, {d.message for d in decisions}
+    newest = env.store.newest_head(ORIGIN)
+    assert newest is not None and newest.size == len(w.tree.entries)

@@ -49,6 +49,8 @@ __all__ = ["DEFAULT_FETCH_TIMEOUT", "LogSource", "JournalSink", "VerifyingGate",
 
 DEFAULT_FETCH_TIMEOUT = 2.0
 _COMMIT_ATTEMPTS = 4
+#: Decisions allowed to wait for the log at once; more are refused (log-unavailable) at once.
+MAX_WAITING = 256
 _T = TypeVar("_T")
 
 
@@ -130,6 +132,8 @@ class VerifyingGate:
         self.background_refresh = background_refresh
         self._refresh_task: asyncio.Task[None] | None = None
         self._log_lock = threading.Lock()
+        self._advance = asyncio.Lock()
+        self._waiting = 0
         self._known = CheckpointCache(policy)
         self.last_refresh_error: str | None = None
 
@@ -182,49 +186,68 @@ class VerifyingGate:
             return checked
         v = checked
         for _ in range(_COMMIT_ATTEMPTS):
-            plan = await self._plan(v)
-            if isinstance(plan, Decision):
-                return plan
-            cp = plan.checkpoint
-            result = self.store.commit(
-                self.policy.log_origin,
-                None if cp is None else (cp.size, cp.root, cp.raw),
-                newest_seq=plan.newest_seq,
-                spend=Spend(v.nonce, v.fingerprint, v.index, v.expires_at),
-                now=int(self.clock()),
-            )
-            status = result.status
-            if status is CommitStatus.OK:
-                if plan.refresh:
-                    self._schedule_refresh()
-                return Decision(
-                    Reason.ALLOWED,
-                    f"gk: allowed: log index {v.index} (checkpoint size {v.checkpoint.size})",
-                    v.index,
-                    v.fingerprint,
-                )
-            if status is CommitStatus.REPLAY:
-                assert result.spent is not None
-                return self._replay(v, result.spent)
-            if status is CommitStatus.HALTED:
-                halt = self.store.halted()
-                return Decision(Reason.HALTED, halted_message(halt) if halt else "gk: refused (halted)")
-            if status is CommitStatus.CONFLICT:
-                assert result.stored is not None
-                return self._fork(
-                    "fork",
-                    result.stored.note,
-                    v.checkpoint.raw,
-                    f"two checkpoints of size {v.checkpoint.size} with different roots",
-                    v,
-                )
-            # HEAD_MOVED: another connection stored a newer head meanwhile; verify against it.
+            stored = self._plan_stored(v)
+            if stored is not None:  # the fast path (or a fork): no log request, no lock
+                outcome = stored if isinstance(stored, Decision) else self._commit(v, stored)
+            else:
+                if self._waiting >= MAX_WAITING:
+                    return refusal(
+                        Reason.LOG_UNAVAILABLE,
+                        "too many commands are waiting for the log; try again",
+                        index=v.index,
+                        fingerprint=v.fingerprint,
+                    )
+                self._waiting += 1
+                try:
+                    async with self._advance:  # one head advancement at a time in this process
+                        plan = self._plan_stored(v) or await self._plan(v)
+                        outcome = plan if isinstance(plan, Decision) else self._commit(v, plan)
+                finally:
+                    self._waiting -= 1
+            if outcome is not None:
+                return outcome
+            # None: another process stored a newer head meanwhile; verify against it.
         return refusal(
             Reason.LOG_UNAVAILABLE,
             "the log's head kept moving while verifying; try again",
             index=v.index,
             fingerprint=v.fingerprint,
         )
+
+    def _commit(self, v: Verified, plan: _Plan) -> Decision | None:
+        """Store the plan's checkpoint and spend the nonce atomically. None: the head moved."""
+        cp = plan.checkpoint
+        result = self.store.commit(
+            self.policy.log_origin,
+            None if cp is None else (cp.size, cp.root, cp.raw),
+            newest_seq=plan.newest_seq,
+            spend=Spend(v.nonce, v.fingerprint, v.index, v.expires_at),
+            now=int(self.clock()),
+        )
+        status = result.status
+        if status is CommitStatus.OK:
+            if plan.refresh:
+                self._schedule_refresh()
+            return Decision(
+                Reason.ALLOWED,
+                f"gk: allowed: log index {v.index} (checkpoint size {v.checkpoint.size})",
+                v.index,
+                v.fingerprint,
+            )
+        if status is CommitStatus.REPLAY and result.spent is not None:
+            return self._replay(v, result.spent)
+        if status is CommitStatus.HALTED:
+            halt = self.store.halted()
+            return Decision(Reason.HALTED, halted_message(halt) if halt else "gk: refused (halted)")
+        if status is CommitStatus.CONFLICT and result.stored is not None:
+            return self._fork(
+                "fork",
+                result.stored.note,
+                v.checkpoint.raw,
+                f"two checkpoints of size {v.checkpoint.size} with different roots",
+                v,
+            )
+        return None
 
     def _replay(self, v: Verified, earlier: tuple[int, int]) -> Decision:
         return refusal(
@@ -234,17 +257,24 @@ class VerifyingGate:
             fingerprint=v.fingerprint,
         )
 
+    def _plan_stored(self, v: Verified) -> _Plan | Decision | None:
+        """The bundle's checkpoint against one of the same size stored here: the fast path (same
+        root), a fork (another root), or None (nothing stored of that size)."""
+        cp = v.checkpoint
+        same = self.store.head_at_size(self.policy.log_origin, cp.size)
+        if same is None:
+            return None
+        if same.root != cp.root:
+            return self._fork(
+                "fork", same.note, cp.raw, f"two checkpoints of size {cp.size} with different roots", v
+            )
+        return _Plan(None, None, refresh=True)
+
     async def _plan(self, v: Verified) -> _Plan | Decision:
-        """Establish that the bundle's checkpoint is consistent with every head stored here."""
+        """Establish that the bundle's checkpoint (of a size not stored here) is consistent with the
+        newest stored head, asking the log for a proof. Called with ``self._advance`` held."""
         origin = self.policy.log_origin
         cp = v.checkpoint
-        same = self.store.head_at_size(origin, cp.size)
-        if same is not None:
-            if same.root != cp.root:
-                return self._fork(
-                    "fork", same.note, cp.raw, f"two checkpoints of size {cp.size} with different roots", v
-                )
-            return _Plan(None, None, refresh=True)  # the fast path: no fetch
         head = self.store.newest_head(origin)
         if head is None:  # trust on first use; the background refresh checks it against the log's latest
             return _Plan(cp, 0, refresh=True)
@@ -428,55 +458,63 @@ class VerifyingGate:
         """Fetch the log's latest checkpoint, verify it against the stored heads and store it.
 
         Returns the newest stored head afterwards. A checkpoint inconsistent with a stored head, or
-        smaller than the newest one (a rollback), halts the host (evidence, alarm) and raises
-        :class:`LogMisbehaved`; an unreachable log raises :class:`LogUnavailable`. A halted host does
-        not refresh.
+        smaller than the newest head held before asking (a rollback), halts the host (evidence,
+        alarm) and raises :class:`LogMisbehaved`; an unreachable log raises :class:`LogUnavailable`.
+        A halted host does not refresh.
         """
+        async with self._advance:
+            return await self._refresh_locked()
+
+    async def _refresh_locked(self) -> StoredHead | None:
         origin = self.policy.log_origin
         if self.store.halted() is not None:
             return self.store.newest_head(origin)
+        before = self.store.newest_head(origin)  # the log signed this before we asked
         latest = await self._fetch_checkpoint()
+        if before is not None and latest.size < before.size:
+            self._fork(
+                "rollback",
+                before.note,
+                latest.raw,
+                f"the log's latest checkpoint (size {latest.size}) is smaller than the stored "
+                f"head (size {before.size})",
+                None,
+            )
+            raise LogMisbehaved("the log's latest checkpoint is smaller than the stored head")
         for _ in range(_COMMIT_ATTEMPTS):
             same = self.store.head_at_size(origin, latest.size)
+            if same is not None:
+                if same.root != latest.root:
+                    self._fork(
+                        "fork",
+                        same.note,
+                        latest.raw,
+                        f"two checkpoints of size {latest.size} with different roots",
+                        None,
+                    )
+                    raise LogMisbehaved("the log's latest checkpoint conflicts with a stored head")
+                return self.store.newest_head(origin)
             head = self.store.newest_head(origin)
-            if same is not None and same.root != latest.root:
-                self._fork(
-                    "fork",
-                    same.note,
-                    latest.raw,
-                    f"two checkpoints of size {latest.size} with different roots",
-                    None,
-                )
-                raise LogMisbehaved("the log's latest checkpoint conflicts with a stored head")
-            if head is not None and latest.size < head.size:
-                self._fork(
-                    "rollback",
-                    head.note,
-                    latest.raw,
-                    f"the log's latest checkpoint (size {latest.size}) is smaller than the stored "
-                    f"head (size {head.size})",
-                    None,
-                )
-                raise LogMisbehaved("the log's latest checkpoint is smaller than the stored head")
-            if head is not None and latest.size == head.size:
-                return head
             if head is not None:
+                (m, root_m), (n, root_n) = sorted([(head.size, head.root), (latest.size, latest.root)])
                 try:
-                    proof = await self._fetch_proof(head.size, latest.size)
+                    proof = await self._fetch_proof(m, n)
                 except _LogRefused as exc:
                     raise LogMisbehaved(str(exc)) from None
                 try:
-                    verify_consistency(head.size, latest.size, head.root, latest.root, proof)
+                    verify_consistency(m, n, root_m, root_n, proof)
                 except ProofError as exc:
-                    detail = f"the log cannot prove that size {latest.size} extends size {head.size}: {exc}"
+                    detail = f"the log cannot prove that size {n} extends size {m}: {exc}"
                     self._fork("fork", head.note, latest.raw, detail, None)
                     raise LogMisbehaved(
                         "the log's latest checkpoint is inconsistent with the stored head"
                     ) from None
+            # a newer head must still extend the one just proven; an older one only joins the history
+            newest_seq = None if head is not None and latest.size < head.size else (head.seq if head else 0)
             result = self.store.commit(
                 origin,
                 (latest.size, latest.root, latest.raw),
-                newest_seq=head.seq if head else 0,
+                newest_seq=newest_seq,
                 spend=None,
                 now=int(self.clock()),
             )
