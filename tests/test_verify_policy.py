@@ -86,3 +86,15 @@ def test_direct_construction_validates() -> None:
         dataclasses.replace(p, log_verifiers=())
     with pytest.raises(ConfigError, match="share a name"):
         WitnessPolicy(1, (generate_cosigner("w").verifier(), generate_cosigner("w").verifier()))
+
+
+def test_host_name_is_case_insensitive() -> None:
+    assert HostPolicy.from_mapping(table(host_name="Web-01")).host_name == "web-01"
+
+
+def test_key_with_a_lone_surrogate_is_a_config_error() -> None:
+    name = "log\udcff"
+    with pytest.raises(ConfigError, match="log_keys"):
+        HostPolicy.from_mapping(
+            table(log_keys=[f"{name}+01234567+AfFDdta63lE80QRWzz7AQU8Q8BlIFxguqiw5dYI7K0MK"])
+        )

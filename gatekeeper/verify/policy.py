@@ -82,6 +82,8 @@ class HostPolicy:
             or any(c.isspace() or c < " " for c in self.host_name)
         ):
             raise ConfigError("policy: host_name must be a non-empty name without spaces")
+        if self.host_name != self.host_name.lower():  # host names are case-insensitive; actions are lowercase
+            object.__setattr__(self, "host_name", self.host_name.lower())
         if not isinstance(self.log_origin, str) or not self.log_origin or "\n" in self.log_origin:
             raise ConfigError("policy: log_origin must be the log's checkpoint origin line")
         if not self.log_verifiers or not all(isinstance(v, Verifier) for v in self.log_verifiers):
@@ -186,6 +188,6 @@ def _parse_keys(value: object, key: str, parse: Callable[[str], _V]) -> Sequence
     for text in value:
         try:
             out.append(parse(text))
-        except PersonalityError as exc:
+        except (PersonalityError, ValueError) as exc:  # ValueError: e.g. a name that is not valid UTF-8
             raise ConfigError(f"policy: {key}: {exc}") from None
     return out
