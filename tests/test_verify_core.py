@@ -334,3 +334,23 @@ def test_any_one_byte_change_to_the_command_is_refused(
         del cmd[pos]
     result = check_static(world.request(text, command=bytes(cmd)), world.policy(), NOW)
     assert isinstance(result, Decision) and result.reason is Reason.COMMAND_MISMATCH
+
+
+def test_checkpoint_cache_is_per_policy(world: World) -> None:
+    from gatekeeper.verify.core import CheckpointCache
+
+    action = world.action()
+    text = world.bundle_text(action)
+    policy = world.policy()
+    cache = CheckpointCache(policy)
+    first = check_static(world.request(text, action), policy, NOW, cache)
+    again = check_static(world.request(text, action), policy, NOW, cache)  # a hit
+    assert isinstance(first, Verified) and isinstance(again, Verified)
+    assert again.checkpoint == first.checkpoint
+    # another policy (another log key) must not trust what the first one verified
+    other = world.policy(log_verifiers=(generate_signer(ORIGIN).verifier(),))
+    refused(check_static(world.request(text, action), other, NOW, cache), Reason.BAD_CHECKPOINT)
+    small = CheckpointCache(policy, maxsize=1)
+    check_static(world.request(text, action), policy, NOW, small)
+    check_static(world.request(world.bundle_text(action), action), policy, NOW, small)
+    assert len(small._items) == 1
