@@ -20,12 +20,18 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from personality.errors import ConfigError, FormatError, PersonalityError, StorageError
 
 _LOGGER = logging.getLogger("gk.log")
+
+
+def _wrap(text: str) -> str:
+    """Descriptions keep their own line breaks under RawDescriptionHelpFormatter: wrap them here."""
+    return textwrap.fill(text, 88)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,9 +48,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "init",
         help="create a new log directory",
         formatter_class=fmt,
-        description="Create a log in DIR: log.db (SQLite store), log.key (Ed25519 note signing key, "
-        "mode 0600) and log.toml (commented config with safe defaults). Never overwrites an existing "
-        "log.",
+        description=_wrap(
+            "Create a log in DIR: log.db (SQLite store), log.key (Ed25519 note signing key, "
+            "mode 0600) and log.toml (commented config with safe defaults). Never overwrites an existing "
+            "log."
+        ),
         epilog="example:\n  gk log init /var/lib/gk-log --origin log.example.com/ops\n\n"
         "The origin is the log's permanent name: it heads every checkpoint and names the key.\n"
         "A host name you control plus a path is the convention.",
@@ -68,9 +76,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "serve",
         help="serve the log over HTTP",
         formatter_class=fmt,
-        description="Serve the log: the C2SP tlog-tiles read API (/checkpoint, /tile/...) and the JSON "
-        "API (/add, /proof/inclusion, /proof/consistency, /healthz, /metrics). Prints "
-        "'listening on URL' once ready. Stops cleanly on SIGTERM or Ctrl-C.",
+        description=_wrap(
+            "Serve the log: the C2SP tlog-tiles read API (/checkpoint, /tile/...) and the JSON "
+            "API (/add, /proof/inclusion, /proof/consistency, /healthz, /metrics). Prints "
+            "'listening on URL' once ready. Stops cleanly on SIGTERM or Ctrl-C."
+        ),
         epilog="examples:\n"
         "  gk log serve /var/lib/gk-log --allowed-signers /etc/gk/allowed_signers\n"
         "  gk log serve ./demo-log --listen 127.0.0.1:0 --accept-any     # any bytes; tests, demos\n\n"
@@ -93,10 +103,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "add",
         help="submit an entry to a log",
         formatter_class=fmt,
-        description="POST the bytes of FILE (or stdin) to URL/add and print the JSON answer: index, "
-        "leaf hash, whether it was already logged, and (unless --no-wait) the checkpoint and inclusion "
-        "proof. Exit status 0 on success, 1 if refused or malformed, 75 if the log is overloaded "
-        "(retry), 69 if it cannot be reached.",
+        description=_wrap(
+            "POST the bytes of FILE (or stdin) to URL/add and print the JSON answer: index, "
+            "leaf hash, whether it was already logged, and (unless --no-wait) the checkpoint and inclusion "
+            "proof. Exit status 0 on success, 1 if refused or malformed, 75 if the log is overloaded "
+            "(retry), 69 if it cannot be reached."
+        ),
         epilog="example:\n  gk log add http://127.0.0.1:8080 action.entry",
     )
     add.add_argument("url", metavar="URL", help="the log's base URL")
@@ -108,8 +120,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "proof",
         help="fetch an inclusion or consistency proof",
         formatter_class=fmt,
-        description="Fetch a proof as JSON. With --vkey, an inclusion proof is also verified against "
-        "the log's current checkpoint (whose signature is checked).",
+        description=_wrap(
+            "Fetch a proof as JSON. With --vkey, an inclusion proof is also verified against "
+            "the log's current checkpoint (whose signature is checked)."
+        ),
         epilog="examples:\n"
         "  gk log proof http://127.0.0.1:8080 --index 41\n"
         '  gk log proof http://127.0.0.1:8080 --entry action.entry --vkey "$(gk log key DIR)"\n'
@@ -129,9 +143,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "export-static",
         help="write checkpoint and tiles as static files",
         formatter_class=fmt,
-        description="Write the log's checkpoint and every tile and entry bundle under OUT, at the C2SP "
-        "tlog-tiles paths, so any web server, CDN or object store can serve the read path. "
-        "Incremental (full tiles already there are skipped); safe while `gk log serve` runs.",
+        description=_wrap(
+            "Write the log's checkpoint and every tile and entry bundle under OUT, at the C2SP "
+            "tlog-tiles paths, so any web server, CDN or object store can serve the read path. "
+            "Incremental (full tiles already there are skipped); safe while `gk log serve` runs."
+        ),
         epilog="example (every minute from cron or a systemd timer):\n"
         "  gk log export-static /var/lib/gk-log /srv/www/log",
     )
