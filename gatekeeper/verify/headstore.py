@@ -178,12 +178,20 @@ def _prepare_dir(state_dir: Path) -> None:
 
 
 def _prepare_file(path: Path) -> None:
+    """Create the database file 0600 (its directory entry made durable) or check an existing one."""
     try:
+        created = not path.exists()
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             st = os.fstat(fd)
         finally:
             os.close(fd)
+        if created:
+            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
     except OSError as exc:
         raise ConfigError(f"cannot open head store {path}: {exc.strerror}") from exc
     if st.st_mode & 0o077:
