@@ -441,6 +441,40 @@ def test_connection_limit(tmp_path: Path) -> None:
         service.stop()
 
 
+def test_one_uid_cannot_hold_every_pending_slot(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    os.chmod(tmp_path, 0o755)
+    path = tmp_path / "run" / "l.sock"
+    gate = ScriptedGate()
+    service = LocalServiceThread(gate, path, login_shells=None, max_pending_per_uid=1, request_timeout=60)
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        held.connect(str(path))  # connected, request not sent yet: pending
+        deadline = time.monotonic() + 10
+        reply = None
+        while time.monotonic() < deadline:
+            with LocalClient.connect(str(path), timeout=10) as client:
+                reply = client.decide(DecideRequest("root", b"true", KEY, None))
+            if "too many requests" in reply.message:
+                break
+            time.sleep(0.02)  # the held connection may not be accepted yet
+        assert reply is not None and reply.code == "internal-error", reply
+        assert "too many requests from uid 0" in reply.message
+        held.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the slot frees once the held session ends
+            with LocalClient.connect(str(path), timeout=10) as client:
+                reply = client.decide(DecideRequest("root", b"true", KEY, None))
+            if reply.code == "no-bundle":
+                break
+            time.sleep(0.02)
+        assert reply.code == "no-bundle", reply
+    finally:
+        held.close()
+        service.stop()
+
+
 # -- identity: the account comes from the kernel, not from the client ---------------------------
 
 

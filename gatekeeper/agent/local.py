@@ -21,8 +21,9 @@ What this service guarantees on top of the gate:
   ``gk exec`` reports the exit status, which goes to :meth:`Gate.record_exit` (``None`` if the
   connection ends without a report, e.g. ``gk exec`` was killed).
 - **Bounded.** Frames are at most ``MAX_PAYLOAD`` bytes, the request must arrive within
-  ``request_timeout`` seconds, and at most ``max_connections`` sessions are served at once (the
-  next is closed without an answer, which ``gk exec`` reports as a refusal).
+  ``request_timeout`` seconds, at most ``max_connections`` sessions are served at once (the next
+  is closed without an answer, which ``gk exec`` reports as a refusal), and at most
+  ``max_pending_per_uid`` of one uid may wait for a decision at the same time.
 
 The socket's directory must be owned by the service's user and writable by nobody else, so that no
 user can replace the socket; the socket itself is ``mode`` (default 0666: every local user may ask,
@@ -113,6 +114,7 @@ class LocalServer:
         login_shells: frozenset[str] | None,
         request_timeout: float,
         max_connections: int,
+        max_pending_per_uid: int,
         journal: Journal | None,
     ) -> None:
         self.socket_path = socket_path
@@ -125,6 +127,8 @@ class LocalServer:
         # Session tasks and their connection; a task is "started" once it owns its connection.
         self._sessions: dict[asyncio.Task[None], socket.socket] = {}
         self._started: set[asyncio.Task[None]] = set()
+        self._pending: dict[int, int] = {}  # uid -> sessions waiting for their decision
+        self._max_pending_per_uid = max_pending_per_uid
         self._listener: socket.socket | None = None
         self._closed = asyncio.Event()
         self._inode: tuple[int, int] | None = None
@@ -283,17 +287,29 @@ class LocalServer:
         self, conn: socket.socket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         pid, uid, _gid = _peer_credentials(conn)
-        try:
-            msg = await asyncio.wait_for(_read_message(reader), self._request_timeout)
-        except LocalProtocolError as exc:
-            log.warning("local mode: pid %d uid %d sent a malformed request: %s", pid, uid, exc)
-            reply = DecisionReply(Reason.INTERNAL, f"gk: refused: malformed local request ({exc})")
+        if self._pending.get(uid, 0) >= self._max_pending_per_uid:
+            log.warning("local mode: uid %d has too many requests pending, refusing another", uid)
+            reply = DecisionReply(Reason.INTERNAL, f"gk: refused: too many requests from uid {uid} at once")
             writer.write(encode(reply))
             await writer.drain()
             return
-        if not isinstance(msg, DecideRequest):
-            raise LocalProtocolError(f"expected a decide request, got {type(msg).__name__}")
-        request, decision = await self._decide(uid, msg)
+        self._pending[uid] = self._pending.get(uid, 0) + 1
+        try:
+            try:
+                msg = await asyncio.wait_for(_read_message(reader), self._request_timeout)
+            except LocalProtocolError as exc:
+                log.warning("local mode: pid %d uid %d sent a malformed request: %s", pid, uid, exc)
+                reply = DecisionReply(Reason.INTERNAL, f"gk: refused: malformed local request ({exc})")
+                writer.write(encode(reply))
+                await writer.drain()
+                return
+            if not isinstance(msg, DecideRequest):
+                raise LocalProtocolError(f"expected a decide request, got {type(msg).__name__}")
+            request, decision = await self._decide(uid, msg)
+        finally:
+            self._pending[uid] -= 1
+            if not self._pending[uid]:
+                del self._pending[uid]
         log.info(
             "local mode: pid %d uid %d account %s kind %s: %s",
             pid,
@@ -342,14 +358,18 @@ async def start_local(
     login_shells: Iterable[str] | None = DEFAULT_LOGIN_SHELLS,
     request_timeout: float = 10.0,
     max_connections: int = 512,
+    max_pending_per_uid: int = 16,
     journal: Journal | None = None,
 ) -> LocalServer:
     """Listen on ``socket_path`` and answer ``gk exec`` with ``gate``'s decisions.
 
     ``mode``/``group``: the socket's permissions (who may ask at all). ``shell``: the absolute path
     ``gk exec`` runs the verified bytes with (``shell -c``). ``login_shells``: accounts whose login
-    shell is not listed are refused (None: no check). ``journal``: where refusals made here, before
-    the gate, are recorded (the gate journals its own decisions). Raises
+    shell is not listed are refused (None: no check). ``request_timeout``: seconds for the request
+    to arrive. ``max_connections``: sessions open at once, running commands included.
+    ``max_pending_per_uid``: sessions of one uid waiting for their decision, so that one local user
+    cannot hold every slot. ``journal``: where refusals made here, before the gate, are recorded
+    (the gate journals its own decisions). Raises
     :class:`~gatekeeper.errors.ConfigError` for an unsafe directory or bad settings."""
     if not os.path.isabs(shell):
         raise ConfigError(f"the local-mode shell must be an absolute path, not {shell!r}")
@@ -362,6 +382,7 @@ async def start_local(
         login_shells=None if login_shells is None else frozenset(login_shells),
         request_timeout=request_timeout,
         max_connections=max_connections,
+        max_pending_per_uid=max_pending_per_uid,
         journal=journal,
     )
     await server._start(mode, group)
@@ -378,6 +399,7 @@ async def serve_local(
     login_shells: Iterable[str] | None = DEFAULT_LOGIN_SHELLS,
     request_timeout: float = 10.0,
     max_connections: int = 512,
+    max_pending_per_uid: int = 16,
     journal: Journal | None = None,
 ) -> None:
     """:func:`start_local`, then serve until cancelled; the socket is removed on the way out."""
@@ -390,6 +412,7 @@ async def serve_local(
         login_shells=login_shells,
         request_timeout=request_timeout,
         max_connections=max_connections,
+        max_pending_per_uid=max_pending_per_uid,
         journal=journal,
     )
     await server.serve_forever()
