@@ -65,7 +65,8 @@ def test_statuses_and_messages() -> None:
     checker = EntryChecker()
     assert checker.check(0, good).status == OK
     r = checker.check(1, wrong_signer)
-    assert r.status == BAD_SIGNATURE and "signer" in r.error and r.signed is not None
+    assert r.status == BAD_SIGNATURE and "signer" in r.error and r.summary is not None
+    assert r.summary["command"] == "id" and r.signed is None  # the monitor keeps only the summary
     assert checker.check(2, b"hello").status == MALFORMED
     allowed = AllowedSigners.parse(f"alice@example.com {user.public}\n")
     with_principals = EntryChecker(principals=SignerPrincipals(allowed))

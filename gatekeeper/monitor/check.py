@@ -50,6 +50,7 @@ __all__ = [
     "EntryChecker",
     "CheckPool",
     "SignerPrincipals",
+    "summarize",
 ]
 
 OK = "ok"
@@ -65,8 +66,9 @@ PrincipalLookup = Callable[[str, int], Sequence[str]]
 class Checked:
     """The verdict on one entry.
 
-    ``signed`` is the parsed entry when it parsed (and the checker keeps actions, or something is
-    to be reported about it); ``fired`` names the rules that fired, in rule order.
+    ``signed`` is the parsed entry when it parsed and the checker keeps actions (the audit index);
+    ``summary`` (:func:`summarize`) is there whenever something is to be reported about a parsed
+    entry; ``fired`` names the rules that fired, in rule order.
     """
 
     index: int
@@ -76,10 +78,29 @@ class Checked:
     fingerprint: str = ""
     principals: tuple[str, ...] = ()
     fired: tuple[str, ...] = ()
+    summary: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == OK
+
+
+def summarize(
+    signed: _action.SignedAction, fingerprint: str, principals: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The decoded action for alerts and reports (terminal-safe command)."""
+    a = signed.action
+    return {
+        "kind": a.kind,
+        "hosts": [t.name for t in a.targets],
+        "account": a.account,
+        "command": _action.escape_command(a.command),
+        "signer": fingerprint,
+        "principals": list(principals),
+        "reason": a.reason,
+        "not_before": _action.format_time(a.not_before),
+        "not_after": _action.format_time(a.not_after),
+    }
 
 
 class _KeyCache:
@@ -212,9 +233,9 @@ class EntryChecker:
             try:
                 _action.verify_entry(signed)  # the canonical verdict, with its message
             except (SignatureInvalid, ActionFormatError) as exc:
-                return Checked(
-                    index, BAD_SIGNATURE, str(exc), signed, self._keys.fingerprint(signed.action.signer)
-                )
+                fp = self._keys.fingerprint(signed.action.signer)
+                kept = signed if self.keep_actions else None
+                return Checked(index, BAD_SIGNATURE, str(exc), kept, fp, summary=summarize(signed, fp))
             self._keys.learn(signed)
         a = signed.action
         fp = self._keys.fingerprint(a.signer)
@@ -225,8 +246,8 @@ class EntryChecker:
             if not names:
                 status, error = UNKNOWN_SIGNER, f"signer {fp} is not in the allowed signers"
         fired = tuple(r.name for r in self.rules.evaluate(a, names, fp)) if self.rules.rules else ()
-        keep = self.keep_actions or bool(fired) or status != OK
-        return Checked(index, status, error, signed if keep else None, fp, names, fired)
+        summary = summarize(signed, fp, names) if fired or status != OK else None
+        return Checked(index, status, error, signed if self.keep_actions else None, fp, names, fired, summary)
 
     def check_batch(self, start: int, entries: Sequence[bytes]) -> list[Checked]:
         """One result per entry, in order; none at all in opaque mode (nothing to report)."""

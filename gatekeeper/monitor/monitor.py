@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from gatekeeper.action import escape_command, format_time
 from gatekeeper.errors import LogMisbehaved, LogUnavailable
 from gatekeeper.monitor import check as _check
 from gatekeeper.monitor.alerts import Alert, AlertSink
@@ -133,20 +132,11 @@ def _note_text(raw: bytes) -> str:
 
 def action_summary(result: _check.Checked) -> dict[str, Any] | None:
     """The decoded action of a result, for alerts and reports (None when it did not parse)."""
+    if result.summary is not None:
+        return result.summary
     if result.signed is None:
         return None
-    a = result.signed.action
-    return {
-        "kind": a.kind,
-        "hosts": [t.name for t in a.targets],
-        "account": a.account,
-        "command": escape_command(a.command),
-        "signer": result.fingerprint,
-        "principals": list(result.principals),
-        "reason": a.reason,
-        "not_before": format_time(a.not_before),
-        "not_after": format_time(a.not_after),
-    }
+    return _check.summarize(result.signed, result.fingerprint, result.principals)
 
 
 class LogMonitor:
