@@ -125,10 +125,11 @@ class TileStore(Protocol):
       narrower than asked, or the key is absent, it raises :class:`NotFoundError`.
     * **Durability.** Every tile written by :meth:`put_tiles` is durable no later than the next
       successful :meth:`SequencingStore.commit` of the same log returns. A filesystem or object
-      store driver makes each write durable before returning; the SQLite driver, which shares one
-      write-ahead log with its sequencing store, writes tiles without an fsync and lets the
-      checkpoint commit's fsync cover them (WAL frames are durable in order). Either way a
-      committed checkpoint never refers to a tile that a crash can lose.
+      store driver makes each write durable before returning; the SQLite driver, which shares its
+      connections with the sequencing store, writes the tiles into the transaction that the
+      checkpoint commit then completes (one transaction, one fsync). Either way a committed
+      checkpoint never refers to a tile that a crash can lose. Writes that never reach a
+      successful commit may be dropped: they were beyond the committed tree.
     * **Crash consistency.** A crash during :meth:`put_tiles` may leave any subset of the batch
       written, each tile whole or absent (never torn).
     * **Concurrency.** Reads may run concurrently with writes; a read sees a whole old or whole new
