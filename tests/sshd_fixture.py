@@ -69,13 +69,23 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def require_sshd() -> None:
-    reason = unavailable_reason()
-    if reason is None:
-        return
+def _skip_unless_ci(reason: str) -> None:
     if os.environ.get("CI"):
-        pytest.fail(f"CI must run the OpenSSH tests: {reason}")
+        pytest.fail(f"CI must run the OpenSSH and local-mode tests: {reason}")
     pytest.skip(reason)
+
+
+def require_sshd() -> None:
+    """Skip (fail under CI) unless a real sshd can run here."""
+    reason = unavailable_reason()
+    if reason is not None:
+        _skip_unless_ci(reason)
+
+
+def require_root() -> None:
+    """Skip (fail under CI) unless running as root (local mode checks the server's uid)."""
+    if os.geteuid() != 0:
+        _skip_unless_ci("local mode tests need root (the agent must run as uid 0)")
 
 
 def ensure_account(name: str = ACCOUNT, shell: str = "/bin/sh") -> pwd.struct_passwd:

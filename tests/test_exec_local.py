@@ -23,7 +23,14 @@ from pathlib import Path
 
 import pytest
 from conftest import LogServer
-from sshd_fixture import LocalServiceThread, ScriptedGate, ensure_account, make_runtime, require_sshd
+from sshd_fixture import (
+    LocalServiceThread,
+    ScriptedGate,
+    ensure_account,
+    make_runtime,
+    require_root,
+    require_sshd,
+)
 
 from gatekeeper.agent.local import start_local
 from gatekeeper.agent.wiring import init_agent_dir
@@ -89,8 +96,7 @@ class Local:
 
 @pytest.fixture
 def local() -> Iterator[Local]:
-    if os.geteuid() != 0:
-        pytest.skip("local mode checks the server's uid (root)")
+    require_root()
     base = Path(tempfile.mkdtemp(prefix="gk-local-"))
     os.chmod(base, 0o755)
     gate = ScriptedGate()
@@ -371,8 +377,7 @@ def test_socket_permissions_and_cleanup(local: Local) -> None:
 
 
 def test_unsafe_socket_directory_is_refused(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
+    require_root()
     import asyncio
 
     unsafe = tmp_path / "unsafe"
@@ -395,8 +400,7 @@ class RaisingGate(ScriptedGate):
 
 
 def test_a_raising_gate_is_an_internal_refusal(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
+    require_root()
     os.chmod(tmp_path, 0o755)
     service = LocalServiceThread(RaisingGate(), tmp_path / "run" / "l.sock", login_shells=None)
     try:
@@ -408,8 +412,7 @@ def test_a_raising_gate_is_an_internal_refusal(tmp_path: Path) -> None:
 
 
 def test_unsafe_login_shell_is_refused(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
+    require_root()
     os.chmod(tmp_path, 0o755)
     gate = ScriptedGate()
     service = LocalServiceThread(gate, tmp_path / "run" / "l.sock", login_shells={"/nonexistent/sh"})
@@ -424,8 +427,7 @@ def test_unsafe_login_shell_is_refused(tmp_path: Path) -> None:
 
 
 def test_connection_limit(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
+    require_root()
     os.chmod(tmp_path, 0o755)
     path = tmp_path / "run" / "l.sock"
     service = LocalServiceThread(ScriptedGate(), path, login_shells=None, max_connections=1)
@@ -442,8 +444,7 @@ def test_connection_limit(tmp_path: Path) -> None:
 
 
 def test_one_uid_cannot_hold_every_pending_slot(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
+    require_root()
     os.chmod(tmp_path, 0o755)
     path = tmp_path / "run" / "l.sock"
     gate = ScriptedGate()
