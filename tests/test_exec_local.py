@@ -607,3 +607,21 @@ def test_standalone_runner_with_the_verifying_gate(
             assert runner.stdout is not None
             runner.stdout.close()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_gk_exec_subcommand_and_bad_arguments(local: Local) -> None:
+    env = local.env(None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gatekeeper", "exec", "--socket", str(local.socket)],
+        env=env, capture_output=True, stdin=subprocess.DEVNULL, timeout=60,
+    )
+    assert proc.returncode == Reason.NOT_EXEC.exit_status
+    assert proc.stderr == b"gk: refused: interactive logins are not allowed; run a logged command\n"
+    for bad in (["--sock", "x"], ["--socket"], ["--timeout", "soon"], ["--timeout", "0"]):
+        proc = subprocess.run(
+            [sys.executable, "-I", "-m", "gatekeeper.execgate", *bad],
+            env=local.env("true"), capture_output=True, stdin=subprocess.DEVNULL, timeout=60,
+        )
+        assert proc.returncode == Reason.INTERNAL.exit_status, bad
+        assert proc.stderr.startswith(b"gk: refused: ") and b"ForceCommand" in proc.stderr
+    assert local.gate.requests == []
