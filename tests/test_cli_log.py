@@ -66,29 +66,27 @@ def test_init_refuses_bad_origins(tmp_path: Path, capsys: pytest.CaptureFixture[
         ("this is not toml\n", "cannot read"),
     ],
 )
-def test_bad_config_is_a_clear_error(tmp_path: Path, edit: str, message: str) -> None:
+def test_bad_config_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: str, message: str
+) -> None:
     d = tmp_path / "log"
-    subprocess.run(
-        gk_command("log", "init", str(d), "--origin", "c.example/log"), check=True, capture_output=True
-    )
+    assert _gk(capsys, "log", "init", str(d), "--origin", "c.example/log")[0] == 0
     text = 'origin = "c.example/log"\n' + edit  # the other settings keep their defaults
     (d / "log.toml").write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(d)
-    proc = subprocess.run(
-        gk_command("log", "serve", str(d), "--accept-any"), capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 2
-    assert message.split()[0] in proc.stderr and "Traceback" not in proc.stderr
+    rc, _, err = _gk(capsys, "log", "serve", str(d), "--accept-any")
+    assert rc == 2
+    assert message.split()[0] in err and "Traceback" not in err
 
 
-def test_serve_needs_an_admission_policy_that_exists(tmp_path: Path) -> None:
+def test_serve_needs_an_admission_policy_that_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     d = tmp_path / "log"
-    subprocess.run(
-        gk_command("log", "init", str(d), "--origin", "d.example/log"), check=True, capture_output=True
-    )
-    proc = subprocess.run(gk_command("log", "serve", str(d)), capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "allowed_signers" in proc.stderr and "Traceback" not in proc.stderr
+    assert _gk(capsys, "log", "init", str(d), "--origin", "d.example/log")[0] == 0
+    rc, _, err = _gk(capsys, "log", "serve", str(d))
+    assert rc == 2 and "allowed_signers" in err
 
 
 def test_serve_reports_a_busy_port(log_server: LogServer) -> None:

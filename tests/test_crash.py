@@ -22,7 +22,7 @@ from personality.tlog.checkpoint import SignedCheckpoint, open_checkpoint
 from personality.tlog.note import parse_vkey
 from personality.tlog.tiles import TilePath, parse_entry_bundle
 
-KILLS = 8
+KILLS = 6
 CLIENTS = 6
 
 

@@ -243,9 +243,9 @@ def _serve(args: argparse.Namespace) -> int:
     from personality.server import serve
     from personality.storage.sqlite import open_sqlite
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = load_config(args.dir)
     host, port = parse_listen(args.listen or cfg.server.listen)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signer = _load_signer(cfg.key_file)
     if signer.name != cfg.origin:
         _LOGGER.warning("key name %r differs from origin %r", signer.name, cfg.origin)
