@@ -37,6 +37,7 @@ from gatekeeper.agent.wiring import init_agent_dir
 from gatekeeper.client import identity as ident
 from gatekeeper.client.submit import LogSettings, build_action, submit_action
 from gatekeeper.errors import ConfigError
+from gatekeeper.execgate import program
 from gatekeeper.execgate.client import LocalClient, LocalUnavailable
 from gatekeeper.execgate.protocol import DecideRequest, DecisionReply, parse_message, payload_length
 from gatekeeper.gate import Decision, ExecRequest, Reason
@@ -624,4 +625,21 @@ def test_gk_exec_subcommand_and_bad_arguments(local: Local) -> None:
         )
         assert proc.returncode == Reason.INTERNAL.exit_status, bad
         assert proc.stderr.startswith(b"gk: refused: ") and b"ForceCommand" in proc.stderr
+    assert local.gate.requests == []
+
+
+def test_oversized_command_or_bundle_is_refused_here(
+    local: Local, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Linux caps one environment string at 128 KiB, so sshd cannot even pass more; gk exec
+    refuses at the protocol's field limit on its own (in process: no exec limit applies)."""
+    big = b"x" * (128 * 1024 + 1)
+    base = {k.encode(): v.encode() for k, v in local.env("true").items()}
+    argv = ["--socket", str(local.socket)]
+    assert program.run(argv, base | {b"SSH_ORIGINAL_COMMAND": big}) == Reason.COMMAND_MISMATCH.exit_status
+    assert program.run(argv, base | {b"GK_BUNDLE": big}) == Reason.MALFORMED_BUNDLE.exit_status
+    assert capsys.readouterr().err.splitlines() == [
+        "gk: refused: the command is longer than any action can be",
+        "gk: refused: GK_BUNDLE is too large",
+    ]
     assert local.gate.requests == []

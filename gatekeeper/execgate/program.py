@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 
 from gatekeeper.execgate.client import LocalClient, LocalUnavailable
 from gatekeeper.execgate.protocol import (
+    MAX_STRING,
     REASON_STATUS,
     DecideRequest,
     DecisionReply,
@@ -80,6 +81,8 @@ KEY_MISMATCH = REASON_STATUS["key-mismatch"]
 POLICY = REASON_STATUS["policy"]
 LOG_UNAVAILABLE = REASON_STATUS["log-unavailable"]
 UNKNOWN_ACCOUNT = REASON_STATUS["unknown-account"]
+MALFORMED_BUNDLE = REASON_STATUS["malformed-bundle"]
+COMMAND_MISMATCH = REASON_STATUS["command-mismatch"]
 INTERNAL = REASON_STATUS["internal-error"]
 
 
@@ -274,6 +277,12 @@ def run(
         refusal, refusal_message = NOT_EXEC, "subsystems (sftp, scp) are not allowed"
     elif kind == "pty":
         refusal, refusal_message = NOT_EXEC, "PTY sessions are not allowed"
+    elif original is not None and len(original) > MAX_STRING:
+        refusal, refusal_message = COMMAND_MISMATCH, "the command is longer than any action can be"
+    if bundle is not None and len(bundle.encode("utf-8")) > MAX_STRING:
+        if not refusal:
+            refusal, refusal_message = MALFORMED_BUNDLE, "GK_BUNDLE is too large"
+        bundle = None  # not sent to the agent (it could not be framed)
 
     try:
         user = pwd.getpwuid(os.getuid())
@@ -282,14 +291,18 @@ def run(
         return UNKNOWN_ACCOUNT
     request = DecideRequest(
         account=user.pw_name,
-        command=original or b"",
+        command=(original or b"")[:MAX_STRING],
         auth_key=auth_key,
         bundle=bundle,
         peer=_peer(env.get(b"SSH_CONNECTION")),
         kind=kind,
     )
     if refusal:
-        _notify(socket_path, timeout, server_uid, request)
+        # Let the agent log the attempt, but only where it refuses before its gate (a non-exec
+        # session, or no key): a refused-here exec must never reach the gate, which could spend
+        # the action's nonce for a command that does not run.
+        if kind != "exec" or not auth_key:
+            _notify(socket_path, timeout, server_uid, request)
         _say(f"gk: refused: {refusal_message}")
         return refusal
 

@@ -36,6 +36,7 @@ from gatekeeper.errors import GatekeeperError
 __all__ = [
     "VERSION",
     "MAX_PAYLOAD",
+    "MAX_STRING",
     "HEADER_SIZE",
     "KINDS",
     "REASON_STATUS",
