@@ -13,6 +13,7 @@ import base64
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -338,3 +339,21 @@ def test_forked_log_halts_the_host(fresh_world: World) -> None:
     assert proc.returncode == Reason.HALTED.exit_status
     assert not w.env.marker("later").exists()
     assert os.path.exists(w.state_dir)
+
+
+def test_documented_plain_ssh_with_gk_submit_cli(world: World) -> None:
+    """docs/openssh.md step 6, verbatim apart from paths: gk submit --output, then ssh -T with
+    SetEnv=GK_BUNDLE and the same words."""
+    marker = world.env.marker("documented")
+    out = world.tmp / "bundle"
+    submit = subprocess.run(
+        [sys.executable, "-m", "gatekeeper", "submit", "--log", world.log.url, "--log-key", world.log.vkey,
+         "--state", str(world.tmp / "cli-state"), "-i", str(world.env.keys["a"].path),
+         "--host", HOST, "--account", world.env.account, "--reason", "INC-4711", "--output", str(out),
+         "--", "touch", str(marker)],
+        capture_output=True, timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(world.tmp)},
+    )
+    assert submit.returncode == 0, submit.stderr
+    proc = world.env.ssh("touch", str(marker), bundle=out.read_text().strip(), options=["-T"])
+    assert proc.returncode == 0, proc.stderr
+    assert marker.exists()
