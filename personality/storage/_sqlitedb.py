@@ -75,15 +75,19 @@ class Connections:
 
 
 def init_db(path: Path) -> None:
+    """Create the schema in a new database; check the version of an existing one (no write then,
+    so readers such as ``gk log export-static`` never take the write lock of a running log)."""
     try:
-        conn = sqlite3.connect(path, isolation_level=None)
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version == SCHEMA_VERSION:
+                return
+            if version != 0:
                 raise StorageError(
                     f"{path} has schema version {version}; this gk understands {SCHEMA_VERSION}"
                 )
+            conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         finally:
