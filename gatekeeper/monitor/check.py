@@ -84,6 +84,11 @@ class Checked:
     def ok(self) -> bool:
         return self.status == OK
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # results cross process boundaries by the thousand: a plain tuple pickles ~4x faster
+        fields = (self.index, self.status, self.error, self.signed, self.fingerprint, self.principals)
+        return (Checked, (*fields, self.fired, self.summary))
+
 
 def summarize(
     signed: _action.SignedAction, fingerprint: str, principals: Sequence[str] = ()

@@ -57,6 +57,7 @@ class TileSource(Protocol):
     an oversized or malformed answer."""
 
     name: str
+    remote: bool  # reads wait on a network: worth prefetching on a thread
 
     def read_checkpoint(self) -> bytes: ...
 
@@ -71,9 +72,10 @@ class ClientSource:
     """A :class:`TileSource` over :class:`personality.client.LogClient` (HTTP, a static
     directory, or any fetch callable)."""
 
-    def __init__(self, client: LogClient, name: str) -> None:
+    def __init__(self, client: LogClient, name: str, remote: bool = True) -> None:
         self.client = client
         self.name = name
+        self.remote = remote
 
     @classmethod
     def at(cls, location: str, headers: Mapping[str, str] | None = None) -> ClientSource:
@@ -82,7 +84,7 @@ class ClientSource:
         ``headers`` go with every HTTP request (``Authorization`` for a protected read path)."""
         if location.startswith(("http://", "https://")):
             return cls(LogClient(_ProbingTransport(HTTPTransport(location, headers=headers))), location)
-        return cls(LogClient(StaticTransport(location)), location)
+        return cls(LogClient(StaticTransport(location)), location, remote=False)
 
     def read_checkpoint(self) -> bytes:
         return self.client.checkpoint()
@@ -125,7 +127,7 @@ class DirectorySource(ClientSource):
     """A static mirror: the tile API written as plain files under ``root``."""
 
     def __init__(self, root: str | Path) -> None:
-        super().__init__(LogClient(StaticTransport(root)), str(root))
+        super().__init__(LogClient(StaticTransport(root)), str(root), remote=False)
 
 
 class FetchSource(ClientSource):
@@ -271,7 +273,7 @@ def scan_entries(
     on_batch: Callable[[Batch], None],
     *,
     keep_nodes: bool = False,
-    prefetch: int = 4,
+    prefetch: int = 4,  # bundles read ahead on a thread, for remote sources
     parallel_above: int = 4096,
 ) -> merkle.CompactRange:
     """Download, hash and check entries ``[edge.size, size)``; return the final edge.
@@ -291,7 +293,8 @@ def scan_entries(
     sha = hashlib.sha256
 
     def hashed() -> Iterator[tuple[int, list[bytes]]]:
-        for start, entries in _prefetched(source, tree.size, size, prefetch):
+        depth = prefetch if getattr(source, "remote", True) else 1  # local files: a thread only costs
+        for start, entries in _prefetched(source, tree.size, size, depth):
             if start != tree.size:  # pragma: no cover - read_entries yields contiguous ranges
                 raise LogMisbehaved("entry batches are not contiguous")
             leaves = [sha(b"\x00" + e).digest() for e in entries]  # RFC 6962 leaf hashes
