@@ -181,3 +181,24 @@ def test_key_fallback_without_ssh_keygen(tmp_path: Path) -> None:
     assert public[0] == "ssh-ed25519" and public[2] == "alice@demo.example"
     derived = subprocess.run(["ssh-keygen", "-y", "-f", str(key)], capture_output=True, text=True, check=True)
     assert derived.stdout.split()[:2] == public[:2]
+
+
+def test_operations_exit_status_table_matches_gate_reasons() -> None:
+    """docs/operations.md lists every refusal status exactly as gatekeeper.gate.Reason defines it."""
+    from gatekeeper.gate import Reason
+
+    text = (ROOT / "docs" / "operations.md").read_text()
+    documented = {int(s): code for s, code in re.findall(r"^\| (2\d\d) \| `([a-z-]+)` \|", text, re.M)}
+    expected = {r.exit_status: r.code for r in Reason if r is not Reason.ALLOWED}
+    assert documented == expected
+
+
+def test_docs_index_links_exist() -> None:
+    """Every page docs/README.md links to exists, and every page in docs/ is in the index."""
+    docs = ROOT / "docs"
+    index = (docs / "README.md").read_text()
+    linked = set(re.findall(r"\]\(([^)#]+\.md)\)", index))
+    assert linked
+    assert not [name for name in linked if not (docs / name).resolve().is_file()]
+    pages = {p.relative_to(docs).as_posix() for p in docs.rglob("*.md")} - {"README.md"}
+    assert pages <= linked, f"not in docs/README.md: {sorted(pages - linked)}"
