@@ -115,7 +115,18 @@ class LocalClient:
 
     def decide(self, request: DecideRequest) -> DecisionReply:
         """Send the session and return the agent's decision."""
-        self._send(request)
+        try:
+            self._send(request)
+        except LocalUnavailable:
+            # The agent may have answered and closed before reading (e.g. too many pending
+            # requests): its answer is still buffered here and says more than "broken pipe".
+            try:
+                early = self._recv()
+            except (LocalUnavailable, LocalProtocolError):
+                early = None
+            if isinstance(early, DecisionReply) and not early.allowed:
+                return early
+            raise
         reply = self._recv()
         if not isinstance(reply, DecisionReply):
             raise LocalProtocolError("expected a decision from the local gatekeeper service")
