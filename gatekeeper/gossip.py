@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -46,6 +47,7 @@ __all__ = [
     "read_published",
     "observe",
     "compare",
+    "make_server",
 ]
 
 INDEX = "index"
@@ -242,3 +244,46 @@ def compare(observations: Iterable[Observation], consistency: Consistency | None
                         )
                     )
     return out
+
+
+def make_server(directory: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 0) -> Any:
+    """A read-only HTTP server for a published directory: ``GET /index`` and
+    ``GET /<slug>.checkpoint``, nothing else (no listing, no other file, no other method).
+    Returns a ``ThreadingHTTPServer``; call ``serve_forever()`` and ``shutdown()``."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    root = Path(directory)
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "gk-gossip/1"
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # FIELD-NOTES: 40 ms per keep-alive request otherwise
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            name = self.path.split("?", 1)[0].lstrip("/")
+            if name != INDEX and not _NAME.fullmatch(name):
+                self._send(404, b"not found\n", "text/plain")
+                return
+            try:
+                with open(root / name, "rb") as fh:
+                    body = fh.read(MAX_NOTE_SIZE + 1)
+            except OSError:
+                self._send(404, b"not found\n", "text/plain")
+                return
+            self._send(200, body[:MAX_NOTE_SIZE], "text/plain; charset=utf-8")
+
+        def _send(self, status: int, body: bytes, ctype: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+    return Server((host, port), Handler)

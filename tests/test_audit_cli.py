@@ -20,16 +20,6 @@ from personality.tlog.tiles import pack_entry_bundle, parse_entry_bundle
 ORIGIN = "example.com/audit-cli"
 
 
-@pytest.fixture(autouse=True)
-def _gk_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gatekeeper.cli as cli
-
-    mine = ("gatekeeper.cli.monitor_cmd", "gatekeeper.cli.audit_cmd")
-    monkeypatch.setattr(
-        cli, "_COMMANDS", tuple(cli._COMMANDS) + tuple(m for m in mine if m not in cli._COMMANDS)
-    )
-
-
 @pytest.fixture
 def setup(tmp_path: Path) -> tuple[Path, Signer, list[bytes]]:
     key = generate_signer(ORIGIN)

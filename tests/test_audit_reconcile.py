@@ -25,16 +25,6 @@ ORIGIN = "example.com/reconcile"
 T = 1_780_000_000
 
 
-@pytest.fixture(autouse=True)
-def _gk_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gatekeeper.cli as cli
-
-    mine = ("gatekeeper.cli.monitor_cmd", "gatekeeper.cli.audit_cmd")
-    monkeypatch.setattr(
-        cli, "_COMMANDS", tuple(cli._COMMANDS) + tuple(m for m in mine if m not in cli._COMMANDS)
-    )
-
-
 def test_reconcile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     user = FastSigner()
     key = generate_signer(ORIGIN)

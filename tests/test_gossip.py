@@ -23,16 +23,6 @@ from personality.tlog.note import Signer, generate_signer
 ORIGIN = "example.com/gossip-test"
 
 
-@pytest.fixture(autouse=True)
-def _gk_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gatekeeper.cli as cli
-
-    mine = ("gatekeeper.cli.monitor_cmd", "gatekeeper.cli.audit_cmd")
-    monkeypatch.setattr(
-        cli, "_COMMANDS", tuple(cli._COMMANDS) + tuple(m for m in mine if m not in cli._COMMANDS)
-    )
-
-
 @pytest.fixture
 def key() -> Signer:
     return generate_signer(ORIGIN)
@@ -244,3 +234,52 @@ def test_cli_publish_refuses_unverified(tmp_path: Path, key: Signer, entries: li
         ]
     )
     assert rc == 78
+
+
+def test_gossip_serve_endpoint(tmp_path: Path, key: Signer, entries: list[bytes]) -> None:
+    """``gk monitor gossip serve`` in a subprocess: compare reads it by URL; nothing else is served."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import requests
+
+    cp = write_static_log(tmp_path / "log", entries[:20], key)
+    gossip.publish(tmp_path / "pub", ORIGIN, cp)
+    (tmp_path / "pub" / "secret").write_text("not for you")
+    root = Path(__file__).parents[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gatekeeper",
+            "monitor",
+            "gossip",
+            "serve",
+            str(tmp_path / "pub"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        url = line.split(" on ", 1)[1].strip()
+        [(label, raw)] = gossip.read_published(url)
+        assert raw == cp and label.startswith(url)
+        for path in ("secret", "../log/checkpoint", "", "index/../secret"):
+            assert requests.get(f"{url}/{path}", timeout=5).status_code == 404
+        assert requests.post(f"{url}/index", timeout=5).status_code == 501
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert proc.returncode == 0

@@ -22,16 +22,6 @@ ORIGIN = "example.com/cli-test"
 ROOT = Path(__file__).parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _gk_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gatekeeper.cli as cli
-
-    mine = ("gatekeeper.cli.monitor_cmd", "gatekeeper.cli.audit_cmd")
-    monkeypatch.setattr(
-        cli, "_COMMANDS", tuple(cli._COMMANDS) + tuple(m for m in mine if m not in cli._COMMANDS)
-    )
-
-
 @pytest.fixture
 def key() -> Signer:
     return generate_signer(ORIGIN)
@@ -188,17 +178,11 @@ def test_usage_errors_are_one_line(argv: list[str], needle: str, capsys: pytest.
 def test_follow_mode_stops_on_sigterm(tmp_path: Path, key: Signer) -> None:
     entries, _ = synthetic_entries(20, workers=1)
     write_static_log(tmp_path / "log", entries, key)
-    code = (
-        "import sys, gatekeeper.cli as c; "
-        "m = 'gatekeeper.cli.monitor_cmd'; "
-        "c._COMMANDS = tuple(c._COMMANDS) + ((m,) if m not in c._COMMANDS else ()); "
-        "sys.exit(c.main(sys.argv[1:]))"
-    )
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-c",
-            code,
+            "-m",
+            "gatekeeper",
             "monitor",
             "--log",
             str(tmp_path / "log"),

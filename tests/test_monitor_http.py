@@ -362,15 +362,10 @@ def test_monitor_killed_mid_scan_never_skips(tmp_path: Path, shared_log: LogServ
     the saved state never claimed an entry that had not been alerted."""
     log_server, total = shared_log, SHARED + 7
     (tmp_path / "all.toml").write_text("[[rule]]\nname='all'\nseverity='info'\ncommand=''\n")
-    code = (
-        "import sys, gatekeeper.cli as c; m = 'gatekeeper.cli.monitor_cmd'; "
-        "c._COMMANDS = tuple(c._COMMANDS) + ((m,) if m not in c._COMMANDS else ()); "
-        "sys.exit(c.main(sys.argv[1:]))"
-    )
     argv = [
         sys.executable,
-        "-c",
-        code,
+        "-m",
+        "gatekeeper",
         "monitor",
         "--once",
         "--log",

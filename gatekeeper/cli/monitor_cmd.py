@@ -94,6 +94,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pub.add_argument("--log-key", action="append", default=[], required=True, metavar="VKEY")
     pub.set_defaults(func=_gossip_publish)
 
+    sv = gsub.add_parser("serve", help="serve a published directory over HTTP (read-only)")
+    sv.add_argument("dir", type=Path)
+    sv.add_argument("--listen", default="127.0.0.1:8088", metavar="HOST:PORT", help="default 127.0.0.1:8088")
+    sv.set_defaults(func=_gossip_serve)
+
     st = msub.add_parser("status", help="heads, progress and halts of each watched log")
     st.add_argument("--state", type=Path, required=True)
     st.set_defaults(func=_status)
@@ -252,6 +257,32 @@ def _gossip_publish(args: argparse.Namespace) -> int:
         f"gk monitor gossip: published {o.origin} size {o.checkpoint.size if o.checkpoint else 0} to {path}",
         file=sys.stderr,
     )
+    return 0
+
+
+def _gossip_serve(args: argparse.Namespace) -> int:
+    from gatekeeper import gossip
+
+    host, _, port = args.listen.rpartition(":")
+    if not port.isdigit() or not host:
+        raise ConfigError(f"--listen {args.listen!r}: expected HOST:PORT")
+    try:
+        srv = gossip.make_server(args.dir, host.strip("[]"), int(port))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.listen}: {exc}") from None
+    print(f"gk monitor gossip: serving {args.dir} on http://{host}:{srv.server_address[1]}", flush=True)
+
+    def on_term(signum: int, frame: object) -> None:
+        import threading
+
+        threading.Thread(target=srv.shutdown, daemon=True).start()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        srv.serve_forever()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        srv.server_close()
     return 0
 
 
