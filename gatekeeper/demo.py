@@ -203,6 +203,7 @@ class Demo:
                 stdout=subprocess.PIPE,
                 stderr=err,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         finally:
             err.close()
@@ -452,6 +453,17 @@ class Demo:
         self.outcomes.append(f"the monitor raised a critical '{critical[0].get('kind')}' alert (exit 76)")
         self.note("Run 'gk agent unhalt --evidence-reviewed' only once the cause is understood "
                   "(docs/operations.md).")
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec (Linux): get SIGTERM when the demo dies, even by SIGKILL, so that
+    no server outlives it. Elsewhere a no-op: the demo still stops its children by PID."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _terminate(proc: subprocess.Popen[bytes]) -> None:

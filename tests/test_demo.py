@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -132,41 +133,64 @@ def test_everything_was_stopped(demo_run: Run) -> None:
     assert not [p for p in ports if _listening(p)]
 
 
-def test_interrupted_demo_stops_its_processes_and_removes_its_directory() -> None:
+def _start_until_fleet_runs() -> tuple[subprocess.Popen[str], Path, list[int], list[str]]:
+    """Start the demo (no --keep) and read its output until the log and both agents run."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "gatekeeper.demo"],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert proc.stdout is not None
     seen: list[str] = []
     root: Path | None = None
     deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        seen.append(line)
+        match = re.search(r"Everything happens in (\S+) ", line)
+        if match:
+            root = Path(match.group(1))
+        if "alice's side:" in line:  # the log and both agents run, their ports are on disk
+            break
+        assert time.monotonic() < deadline, "".join(seen)
+    assert root is not None and root.is_dir(), "".join(seen)
+    return proc, root, _ports(root), seen
+
+
+def test_interrupted_demo_stops_its_processes_and_removes_its_directory() -> None:
+    proc, root, ports, seen = _start_until_fleet_runs()
     try:
-        for line in proc.stdout:
-            seen.append(line)
-            match = re.search(r"Everything happens in (\S+) ", line)
-            if match:
-                root = Path(match.group(1))
-            if "alice's side:" in line:  # the log and both agents run, their ports are on disk
-                break
-            assert time.monotonic() < deadline, "".join(seen)
-        assert root is not None and root.is_dir(), "".join(seen)
-        ports = _ports(root)
         proc.send_signal(signal.SIGTERM)
+        assert proc.stdout is not None
         rest = proc.stdout.read()
         assert proc.wait(timeout=60) == 130, "".join(seen) + rest
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        proc.stdout.close()
+        if proc.stdout is not None:
+            proc.stdout.close()
     assert "every process the demo started was stopped" in rest
     assert not root.exists()
     assert not [p for p in ports if _listening(p)]
+
+
+def test_killed_demo_leaves_no_server_running() -> None:
+    """Even SIGKILL (no cleanup possible in the demo) takes the log and the agents down with it."""
+    proc, root, ports, _ = _start_until_fleet_runs()
+    try:
+        assert [p for p in ports if _listening(p)] == ports
+        proc.kill()
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while [p for p in ports if _listening(p)] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in ports if _listening(p)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_key_fallback_without_ssh_keygen(tmp_path: Path) -> None:
