@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: system-deps $(STAMP)
 	$(PY) bench/run_all.py
 
 clean:
