@@ -76,6 +76,8 @@ def brute(rows: list[Row], q: Query) -> list[int]:
 def test_rows_decode_the_entries(big: tuple[AuditIndex, list[bytes], list[Row]]) -> None:
     idx, entries, rows = big
     assert len(rows) == N and idx.size == N and idx.verified_size == N
+    assert idx.meta("analyzed_size") == str(N)  # planner statistics, for the searches below
+    assert idx.analyze() is False  # not grown since
     assert all(r.status == "ok" and r.verified for r in rows)
     for i in random.Random(3).sample(range(N), 300):
         a = parse_entry(entries[i]).action

@@ -58,7 +58,9 @@ def sync(
         state_store=index,
         progress=progress,
     ) as mon:
-        return mon.poll()
+        result = mon.poll()
+    index.analyze()
+    return result
 
 
 @dataclass

@@ -230,4 +230,5 @@ def build_index_directly(
     cr = tree.compact()
     cp = sign_checkpoint(Checkpoint(origin, cr.size, cr.root()), [log_key])
     idx.save(ScanState(origin, ProcessedHead(cr.size, cr.root(), cp, cr.hashes)))
+    idx.analyze(force=True)
     return idx, entries
