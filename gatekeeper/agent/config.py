@@ -7,6 +7,10 @@ Layout (``gk agent init`` writes a commented copy; docs/agent.md is the referenc
     [policy]     shell, max_clock_skew, max_window, allowed_accounts, [policy.witnesses]
     [timeouts]   log_request, decision, login, kill_grace
     [alarm]      webhook
+    [local]      socket, mode, group   (local mode for sshd + ``gk exec``; off unless ``socket`` is set)
+
+``[agent] listen = ""`` turns the SSH listener off (a host where sshd is the only front end); then
+``[local] socket`` is required, since an agent that serves nothing is a configuration error.
 
 Relative paths are relative to the directory of the config file. An unknown section or key, a value
 of the wrong type or out of range is a :class:`~gatekeeper.errors.ConfigError` naming the file and
@@ -18,10 +22,11 @@ for type so that a bad file fails at load time. Pure apart from reading the file
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,8 @@ from gatekeeper.errors import ConfigError
 __all__ = [
     "DEFAULT_LISTEN",
     "DEFAULT_SHELL",
+    "DEFAULT_LOCAL_SOCKET",
+    "DEFAULT_LOCAL_MODE",
     "LogSettings",
     "Timeouts",
     "AgentConfig",
@@ -42,10 +49,15 @@ __all__ = [
 DEFAULT_LISTEN = "127.0.0.1:2222"
 DEFAULT_SHELL = "/bin/sh"
 DEFAULT_LOG_URL = "http://127.0.0.1:8080"
+DEFAULT_LOCAL_SOCKET = "/run/gatekeeper/local.sock"  # the path the docs and the sshd snippet use
+DEFAULT_LOCAL_MODE = 0o666  # every local user may ask; the kernel tells the agent who asks
+MAX_SOCKET_PATH = 107  # bytes: sun_path is 108 bytes on Linux, including the final NUL
 MAX_CONFIG_BYTES = 1 << 20
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 _VKEY_SHAPE = re.compile(r"[^\s+]+\+[0-9a-f]{8}\+[A-Za-z0-9+/=]+")
 _ACCOUNT = re.compile(r"[a-z_][a-z0-9_.-]{0,31}\$?")
+_GROUP = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+_OCTAL_MODE = re.compile(r"0?[0-7]{3}")
 
 # section -> key -> expected kind. Kinds: str, path, opt_path, float, int, str_list, table.
 _SCHEMA: dict[str, dict[str, str]] = {
@@ -68,6 +80,7 @@ _SCHEMA: dict[str, dict[str, str]] = {
     },
     "timeouts": {"log_request": "float", "decision": "float", "login": "float", "kill_grace": "float"},
     "alarm": {"webhook": "str"},
+    "local": {"socket": "opt_path", "mode": "str", "group": "str"},
 }
 
 
@@ -97,7 +110,7 @@ class AgentConfig:
     """A validated agent configuration. All paths are absolute."""
 
     name: str
-    listen_host: str
+    listen_host: str  # "" when the SSH listener is off (``listen = ""``); see :attr:`serves_ssh`
     listen_port: int
     host_key: Path
     authorized_keys: Path
@@ -109,6 +122,14 @@ class AgentConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     webhook: str | None = None
     source: Path | None = None  # the file this came from
+    local_socket: Path | None = None  # local mode's Unix socket; None = local mode off
+    local_mode: int = DEFAULT_LOCAL_MODE  # the socket's permission bits
+    local_group: str | None = None  # group owning the socket (with mode 0660: only its members ask)
+
+    @property
+    def serves_ssh(self) -> bool:
+        """Whether the SSH listener runs (``[agent] listen`` is not empty)."""
+        return bool(self.listen_host)
 
     @property
     def shell(self) -> str:
@@ -161,10 +182,13 @@ def parse_config(text: str, *, base_dir: Path, source: Path | None = None) -> Ag
     name = agent.get("name") or _default_name()
     if not _NAME.fullmatch(name):
         raise ConfigError(f"{where}: [agent] name {name!r} must be a host name (letters, digits, . _ -)")
-    try:
-        host, port = parse_listen(agent.get("listen", DEFAULT_LISTEN))
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: [agent] listen: {exc}") from None
+    listen = agent.get("listen", DEFAULT_LISTEN)
+    host, port = "", 0
+    if listen:
+        try:
+            host, port = parse_listen(listen)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: [agent] listen: {exc}") from None
 
     def resolve(value: str) -> Path:
         return (base_dir / value).absolute() if not Path(value).is_absolute() else Path(value)
@@ -190,6 +214,11 @@ def parse_config(text: str, *, base_dir: Path, source: Path | None = None) -> Ag
         raise ConfigError(f"{where}: [alarm] webhook must be an http:// or https:// URL (or empty)")
 
     _check_policy(policy, where)
+    local_socket, local_mode, local_group = _check_local(values["local"], where, resolve)
+    if not host and local_socket is None:
+        raise ConfigError(
+            f"{where}: [agent] listen is empty and [local] socket is not set: the agent would serve nothing"
+        )
     timeouts = Timeouts(**timeouts_t)
     for key, value in timeouts_t.items():
         if not 0 < value <= 3600:
@@ -209,6 +238,9 @@ def parse_config(text: str, *, base_dir: Path, source: Path | None = None) -> Ag
         timeouts=timeouts,
         webhook=webhook,
         source=source,
+        local_socket=local_socket,
+        local_mode=local_mode,
+        local_group=local_group,
     )
 
 
@@ -279,6 +311,25 @@ def _check_value(value: Any, kind: str, what: str) -> Any:
             raise ConfigError(f"{what} must be a table")
         return dict(value)
     raise AssertionError(kind)  # pragma: no cover
+
+
+def _check_local(
+    local: Mapping[str, Any], where: str, resolve: Callable[[str], Path]
+) -> tuple[Path | None, int, str | None]:
+    """``[local]`` → (socket path or None when local mode is off, mode bits, group or None)."""
+    mode_text = local.get("mode", f"{DEFAULT_LOCAL_MODE:04o}")
+    if not _OCTAL_MODE.fullmatch(mode_text):
+        raise ConfigError(f'{where}: [local] mode must be octal permission bits as a string, e.g. "0660"')
+    group = local.get("group") or None
+    if group is not None and not _GROUP.fullmatch(group):
+        raise ConfigError(f"{where}: [local] group {group!r} is not a group name")
+    socket_text = local.get("socket") or ""
+    if not socket_text:
+        return None, DEFAULT_LOCAL_MODE, None
+    path = resolve(socket_text)
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise ConfigError(f"{where}: [local] socket path is longer than {MAX_SOCKET_PATH} bytes: {path}")
+    return path, int(mode_text, 8), group
 
 
 def _check_policy(policy: Mapping[str, Any], where: str) -> None:

@@ -83,10 +83,12 @@ def _peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
 
 
 def _prepare_directory(path: Path) -> None:
-    """Create the socket's directory if needed (0755) and check that only we can write it."""
+    """Create the socket's directory if needed (0755, whatever the umask: the gated users must
+    reach the socket) and check that only we can write it."""
     parent = path.parent
     if not parent.exists():
         parent.mkdir(mode=0o755, parents=True)
+        os.chmod(parent, 0o755)
     st = parent.stat()
     if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise ConfigError(
@@ -422,11 +424,12 @@ async def serve_local(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the agent in local mode only (no SSH listener), from an agent.toml: the same gate that
-    ``gk agent serve`` builds (``build_gate``: policy, head store, log client, journal, alarm).
-    Prints ``local mode listening on PATH`` once ready; stops on SIGTERM or SIGINT."""
+    """Run the agent in local mode only, from an agent.toml: exactly ``gk agent serve`` with
+    ``[agent] listen = ""`` and ``[local]`` taken from the flags (kept for existing deployments;
+    prefer a ``[local]`` section and ``gk agent serve --config``). Prints ``local mode listening
+    on PATH`` once ready; stops on SIGTERM or SIGINT."""
     import argparse
-    import signal
+    import dataclasses
     import sys
 
     from personality.errors import PersonalityError
@@ -434,7 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python3 -m gatekeeper.agent.local",
         description="Answer gk exec (sshd ForceCommand) over a Unix socket, with the verifying gate "
-        "configured by an agent.toml. Run as root. See docs/openssh.md.",
+        "configured by an agent.toml; its SSH listener is not started. Run as root. Equivalent to "
+        "'gk agent serve' with a [local] section and listen = \"\". See docs/openssh.md.",
     )
     p.add_argument("--config", required=True, type=Path, help="the agent.toml (gk agent init)")
     p.add_argument("--socket", default="/run/gatekeeper/local.sock", help="default %(default)s")
@@ -450,34 +454,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gk: --mode {args.mode!r} is not octal", file=sys.stderr)
         return 2
 
-    async def run() -> None:
-        from gatekeeper.agent.config import load_config
-        from gatekeeper.agent.wiring import build_gate
-
-        config = load_config(args.config)
-        journal = Journal(config.journal)
-        try:
-            gate = build_gate(config, journal=journal)
-            server = await start_local(
-                gate, args.socket, mode=mode, group=args.group, shell=config.shell, journal=journal
-            )
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-            print(f"local mode listening on {args.socket}", flush=True)
-            await stop.wait()
-            server.close()
-            await server.wait_closed()
-        finally:
-            journal.close()
+    from gatekeeper.agent.config import load_config
+    from gatekeeper.agent.wiring import serve
 
     try:
-        asyncio.run(run())
+        config = dataclasses.replace(
+            load_config(args.config),
+            listen_host="",
+            listen_port=0,
+            local_socket=Path(args.socket),
+            local_mode=mode,
+            local_group=args.group,
+        )
+        return serve(config)
     except (GatekeeperError, PersonalityError) as exc:
         print(exc.diagnostics(), file=sys.stderr)
         return exc.exit_code
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised as a subprocess by the tests

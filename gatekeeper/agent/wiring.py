@@ -16,17 +16,20 @@ import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import asyncssh
 
 from gatekeeper.agent.authkeys import KeyRing
-from gatekeeper.agent.config import DEFAULT_LISTEN, AgentConfig, parse_listen
-from gatekeeper.agent.server import start_agent
+from gatekeeper.agent.config import DEFAULT_LISTEN, DEFAULT_LOCAL_SOCKET, AgentConfig, parse_listen
+from gatekeeper.agent.server import AgentListener, start_agent
 from gatekeeper.agent.session import AgentSettings
 from gatekeeper.errors import ConfigError
 from gatekeeper.gate import Gate
 from gatekeeper.journal import Journal
+
+if TYPE_CHECKING:
+    from gatekeeper.agent.local import LocalServer
 
 __all__ = [
     "load_host_key",
@@ -108,68 +111,109 @@ async def run_agent(
     ready: Callable[[str, int], None] | None = None,
     stop: asyncio.Event | None = None,
     settings: AgentSettings | None = None,
+    local_ready: Callable[[Path], None] | None = None,
 ) -> None:
-    """Serve ``config`` until ``stop`` is set (forever if None). ``gate`` defaults to
-    :func:`build_gate`; ``ready(host, port)`` is called once the socket listens."""
+    """Serve ``config`` until ``stop`` is set (forever if None).
+
+    The front ends configured are started with **one** gate (``gate``, default
+    :func:`build_gate`), so that they share one head store, spent-nonce set and halted flag: the
+    SSH listener unless ``[agent] listen`` is empty, then local mode
+    (:func:`gatekeeper.agent.local.start_local`, for sshd + ``gk exec``) when ``[local] socket``
+    is set. ``ready(host, port)`` is called once the SSH socket listens, ``local_ready(path)`` once
+    the local socket does; both are called after every front end started. On stop, both are
+    closed (the local socket is removed) before the journal. Raises :class:`ConfigError` if a
+    socket cannot be created (nothing is left listening)."""
     host_key = load_host_key(config.host_key)
     journal = Journal(config.journal)
-    warnings: list[str] = []
-    keyring = KeyRing(config.authorized_keys, config.trusted_user_ca_keys, warn=warnings.append)
-    for line in warnings:
-        log.warning("%s", line)
-    if keyring.key_count == 0 and config.trusted_user_ca_keys is None:
-        log.warning("%s authorizes no key and no CA is trusted: nobody can log in", config.authorized_keys)
-    if gate is None:
-        gate = build_gate(config, journal=journal, host_key=host_key)
+    listener: AgentListener | None = None
+    local: LocalServer | None = None
     try:
-        listener = await start_agent(
-            gate=gate,
-            host_key=host_key,
-            keyring=keyring,
-            settings=settings or agent_settings(config),
-            journal=journal,
-            host=config.listen_host,
-            port=config.listen_port,
-        )
-    except OSError as exc:
-        journal.close()
-        where = f"{config.listen_host}:{config.listen_port}"
-        raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}") from None
-    log.info("agent %s (%s) listening on %s:%d", config.name, host_key_fingerprint(host_key),
-             listener.host, listener.port)
-    if ready is not None:
-        ready(listener.host, listener.port)
-    try:
+        keyring: KeyRing | None = None
+        if config.serves_ssh:
+            warnings: list[str] = []
+            keyring = KeyRing(config.authorized_keys, config.trusted_user_ca_keys, warn=warnings.append)
+            for line in warnings:
+                log.warning("%s", line)
+            if keyring.key_count == 0 and config.trusted_user_ca_keys is None:
+                log.warning("%s authorizes no key and no CA is trusted: nobody can log in",
+                            config.authorized_keys)
+        if gate is None:
+            gate = build_gate(config, journal=journal, host_key=host_key)
+        if config.local_socket is not None:
+            from gatekeeper.agent.local import start_local
+
+            try:
+                local = await start_local(gate, config.local_socket, mode=config.local_mode,
+                                          group=config.local_group, shell=config.shell, journal=journal)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot listen on {config.local_socket}: {exc.strerror or exc}"
+                ) from None
+        if keyring is not None:
+            try:
+                listener = await start_agent(
+                    gate=gate,
+                    host_key=host_key,
+                    keyring=keyring,
+                    settings=settings or agent_settings(config),
+                    journal=journal,
+                    host=config.listen_host,
+                    port=config.listen_port,
+                )
+            except OSError as exc:
+                where = f"{config.listen_host}:{config.listen_port}"
+                raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        fingerprint = host_key_fingerprint(host_key)
+        if listener is not None:
+            log.info("agent %s (%s) listening on %s:%d", config.name, fingerprint, listener.host,
+                     listener.port)
+            if ready is not None:
+                ready(listener.host, listener.port)
+        if local is not None:
+            log.info("agent %s (%s) answering gk exec on %s", config.name, fingerprint, local.socket_path)
+            if local_ready is not None:
+                local_ready(local.socket_path)
         await (stop or asyncio.Event()).wait()
     finally:
-        listener.close()
-        await listener.wait_closed()
+        if listener is not None:
+            listener.close()
+        if local is not None:
+            local.close()
+        if listener is not None:
+            await listener.wait_closed()
+        if local is not None:
+            await local.wait_closed()
         journal.close()
 
 
 def serve(config: AgentConfig, *, gate: Gate | None = None, out: TextIO | None = None) -> int:
-    """Run the agent in the foreground until SIGTERM or SIGINT; prints ``listening on HOST:PORT``
-    (flushed) to ``out`` once ready. Returns the exit status (0 after a signal)."""
+    """Run the agent in the foreground until SIGTERM or SIGINT. Once every front end is ready,
+    prints (flushed) to ``out``: ``listening on HOST:PORT`` for the SSH listener, then
+    ``local mode listening on PATH`` for local mode. Returns the exit status (0 after a signal)."""
     stream = out or sys.stdout
 
     def ready(host: str, port: int) -> None:
         shown = f"[{host}]" if ":" in host else host
         print(f"listening on {shown}:{port}", file=stream, flush=True)
 
+    def local_ready(path: Path) -> None:
+        print(f"local mode listening on {path}", file=stream, flush=True)
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_agent(config, gate=gate, ready=ready, stop=stop)
+        await run_agent(config, gate=gate, ready=ready, stop=stop, local_ready=local_ready)
 
     asyncio.run(main())
     return 0
 
 
 def config_template(*, name: str, log_url: str, log_keys: list[str], origin: str | None = None,
-                    listen: str = DEFAULT_LISTEN) -> str:
-    """A commented agent.toml with every setting at its default."""
+                    listen: str = DEFAULT_LISTEN, local_socket: str = "") -> str:
+    """A commented agent.toml with every setting at its default (local mode on when
+    ``local_socket`` is given)."""
     keys = ",\n".join(f'    "{k}"' for k in log_keys)
     origin_line = f'origin = "{origin}"' if origin else '# origin = ""  # default: the first key name'
     return f'''# Gatekeeper agent configuration (gk agent serve --config THIS_FILE).
@@ -177,7 +221,7 @@ def config_template(*, name: str, log_url: str, log_keys: list[str], origin: str
 
 [agent]
 name = "{name}"                  # this host's name, as written in actions' targets
-listen = "{listen}"          # ADDRESS:PORT; 127.0.0.1 unless you mean it
+listen = "{listen}"          # ADDRESS:PORT; 127.0.0.1 unless you mean it; "" = no SSH listener
 host_key = "host_key"            # Ed25519, 0600; its SHA256 fingerprint binds actions to this host
 authorized_keys = "authorized_keys"   # OpenSSH format; options other than restrictions/from= are refused
 trusted_user_ca_keys = ""        # optional: file of user-CA public keys (like sshd TrustedUserCAKeys)
@@ -209,11 +253,18 @@ kill_grace = 2.0                 # SIGTERM -> SIGKILL for a command whose client
 
 [alarm]
 webhook = ""                     # optional URL that receives a JSON POST when the log forks
+
+[local]                          # local mode: answer gk exec under sshd's ForceCommand (docs/openssh.md)
+# socket: the Unix socket, e.g. "{DEFAULT_LOCAL_SOCKET}" (its directory: root's, 0755); "" = off
+socket = "{local_socket}"
+mode = "0666"                    # socket permissions: every local user may ask (the kernel says who)
+group = ""                       # with mode = "0660": only this group's members may ask
 '''
 
 
 def init_agent_dir(directory: Path, *, name: str, log_url: str, log_keys: list[str],
-                   origin: str | None = None, listen: str = DEFAULT_LISTEN) -> list[Path]:
+                   origin: str | None = None, listen: str = DEFAULT_LISTEN,
+                   local_socket: str = "") -> list[Path]:
     """Create ``agent.toml``, ``host_key`` (+ ``.pub``), an empty ``authorized_keys`` and ``state/``
     in ``directory`` (created 0700 if missing). Never overwrites: if any of them exists, nothing is
     written and :class:`ConfigError` names it. Returns the paths written."""
@@ -227,8 +278,12 @@ def init_agent_dir(directory: Path, *, name: str, log_url: str, log_keys: list[s
             parse_vkey(key)
         except PersonalityError as exc:
             raise ConfigError(f"--log-key {key!r}: {exc}") from None
-    parse_listen(listen)
-    text = config_template(name=name, log_url=log_url, log_keys=log_keys, origin=origin, listen=listen)
+    if listen:
+        parse_listen(listen)
+    if '"' in local_socket or "\\" in local_socket or "\n" in local_socket:
+        raise ConfigError(f"--local-socket {local_socket!r}: quotes, backslashes, newlines are not supported")
+    text = config_template(name=name, log_url=log_url, log_keys=log_keys, origin=origin, listen=listen,
+                           local_socket=local_socket)
     from gatekeeper.agent.config import parse_config
 
     parse_config(text, base_dir=directory)  # the template must be valid for these values

@@ -35,7 +35,10 @@ def _register_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--log-key", required=True, action="append", dest="log_keys", metavar="VKEY",
                    help="the log's verifier key (name+hexid+base64); repeat for several")
     p.add_argument("--origin", help="the log's checkpoint origin (default: the first key's name)")
-    p.add_argument("--listen", default="127.0.0.1:2222", help="ADDRESS:PORT (default %(default)s)")
+    p.add_argument("--listen", default="127.0.0.1:2222",
+                   help='ADDRESS:PORT of the SSH listener, "" for none (default %(default)s)')
+    p.add_argument("--local-socket", default="", metavar="PATH",
+                   help="also answer gk exec (sshd ForceCommand) on this Unix socket ([local] socket)")
     p.set_defaults(func=cmd_init)
 
 
@@ -43,7 +46,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from gatekeeper.agent.wiring import host_key_fingerprint, init_agent_dir, load_host_key
 
     written = init_agent_dir(args.directory, name=args.name, log_url=args.log_url, log_keys=args.log_keys,
-                             origin=args.origin, listen=args.listen)
+                             origin=args.origin, listen=args.listen, local_socket=args.local_socket)
     for path in written:
         print(f"wrote {path}")
     fingerprint = host_key_fingerprint(load_host_key(written[1]))
@@ -55,9 +58,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 def _register_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "serve",
-        help="run the agent's SSH server in the foreground",
-        description="Serve SSH exec requests, running only commands proven to be in the log. Prints "
-        "'listening on HOST:PORT' once ready; stops on SIGTERM or SIGINT.",
+        help="run the agent (SSH server and/or local mode for sshd) in the foreground",
+        description="Serve SSH exec requests, running only commands proven to be in the log, and, "
+        "with a [local] section, answer gk exec (sshd ForceCommand) on a Unix socket with the same "
+        "gate. Prints 'listening on HOST:PORT' and/or 'local mode listening on PATH' once ready; "
+        "stops on SIGTERM or SIGINT.",
     )
     p.add_argument("--config", required=True, type=Path, help="the agent.toml to use")
     p.add_argument("-v", "--verbose", action="store_true", help="log SSH protocol details too")
