@@ -165,6 +165,7 @@ def _is_glob(s: str) -> bool:
 
 
 MAX_ALTERNATIVES = 16
+FTS_PROBE = 20_000  # more candidates than this: scan with instr() rather than materialise them
 _SCOPED_I = re.compile(r"\(\?[a-zA-Z]*i")
 
 
@@ -525,15 +526,40 @@ class AuditIndex:
                 raise ConfigError(f"--{col}: not a valid regular expression: {exc}") from None
             hint = literal_hint(pattern)
             if hint is not None:
-                # candidates from the trigram index (it folds case); rows with non-ASCII text stay
-                # candidates for case-insensitive patterns, whose Unicode folding Python decides
-                alternatives, ignore_case = hint
-                fts = "idx IN (SELECT rowid FROM texts WHERE texts MATCH ?)"
-                clauses.append(f"({fts} OR nonascii)" if ignore_case else fts)
-                args.append(_fts_query(col, alternatives))
+                clause, more = self._prefilter(col, *hint)
+                clauses.append(clause)
+                args.extend(more)
             clauses.append(f"gk_regexp(?, {col})")
             args.append(pattern)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+    def _prefilter(self, col: str, alternatives: tuple[str, ...], ignore_case: bool) -> tuple[str, list[Any]]:
+        """SQL that keeps every row a regex with these required substrings can match.
+
+        Rare substrings: candidates from the trigram index (queried with at most 12 characters of
+        each: fewer trigram lists to intersect), then checked exactly with ``instr``. Frequent ones
+        (more than :data:`FTS_PROBE` candidates): ``instr`` alone, so that a first page stops
+        after a few rows instead of materialising every candidate. For case-insensitive patterns
+        the check is on ASCII-lowered text, and rows with non-ASCII text stay candidates.
+        """
+        if ignore_case:
+            exact = " OR ".join(f"instr(lower({col}), ?) > 0" for _ in alternatives)
+            exact_args = [a.lower() for a in alternatives]
+        else:
+            exact = " OR ".join(f"instr({col}, ?) > 0" for _ in alternatives)
+            exact_args = list(alternatives)
+        fts = _fts_query(col, [a[:12] for a in alternatives])
+        probe = self.conn.execute(
+            "SELECT count(*) FROM (SELECT rowid FROM texts WHERE texts MATCH ? LIMIT ?)", (fts, FTS_PROBE + 1)
+        ).fetchone()[0]
+        if probe <= FTS_PROBE:
+            clause = f"idx IN (SELECT rowid FROM texts WHERE texts MATCH ?) AND ({exact})"
+            args: list[Any] = [fts, *exact_args]
+        else:
+            clause, args = f"({exact})", exact_args
+        if ignore_case:
+            clause = f"(({clause}) OR nonascii)"
+        return clause, args
 
     def search(self, q: Query) -> Iterator[Row]:
         """Matching rows in index order (or newest first), at most ``q.limit``."""
