@@ -117,6 +117,14 @@ def test_search_matches_brute_force(big: tuple[AuditIndex, list[bytes], list[Row
         assert got == want, q
         assert idx.count(q) == len(want)
     assert len(brute(rows, queries[0])) > 1000  # the queries are not trivially empty
+    import gatekeeper.audit.index as index_module
+
+    for probe in (0, 10**9):  # frequent substrings (instr scan) and rare ones (trigram candidates)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(index_module, "FTS_PROBE", probe)
+            for q in queries:
+                if q.command is not None or q.reason is not None:
+                    assert [r.index for r in idx.search(q)] == brute(rows, q), (probe, q)
     newest = [r.index for r in idx.search(Query(hosts=["db-03"], newest_first=True, limit=5))]
     assert newest == sorted(brute(rows, queries[0]), reverse=True)[:5]
 
