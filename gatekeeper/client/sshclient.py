@@ -8,7 +8,8 @@ host-key checked), ``HostKeyAlias``, ``UserKnownHostsFile``, ``GlobalKnownHostsF
 ``StrictHostKeyChecking`` (``yes``/``ask`` refuse unknown hosts; ``accept-new``/``no`` add them, but a
 *changed* key is always refused), ``HashKnownHosts``, ``ConnectTimeout``.
 
-Errors are :class:`SSHError` (exit 255, like ``ssh``) with one line for the user.
+Errors are :class:`~gatekeeper.errors.SSHError` (exit 255, like ``ssh``) with one line for the user
+(defined in :mod:`gatekeeper.errors`, re-exported here).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import IO, Any
 import paramiko
 
 from gatekeeper.client import knownhosts
-from gatekeeper.errors import ConfigError, GatekeeperError
+from gatekeeper.errors import ConfigError, GatekeeperError, HostKeyChanged, HostKeyUnknown, SSHError
 
 __all__ = [
     "SSHError",
@@ -42,20 +43,6 @@ __all__ = [
 _MAX_JUMPS = 8
 _CHUNK = 65536
 Sink = Callable[[bytes], None]
-
-
-class SSHError(GatekeeperError):
-    """Connecting, authenticating or running the command over SSH failed (exit 255, as ``ssh``)."""
-
-    exit_code = 255
-
-
-class HostKeyUnknown(SSHError):
-    pass
-
-
-class HostKeyChanged(SSHError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ not verified itself. Errors (one line each, exit codes from :mod:`gatekeeper.err
 :class:`LogUnavailable` (69) log unreachable / overloaded / 5xx; :class:`Refused` (77) the log's
 admission refused the action (its 403 message is shown); :class:`LogMisbehaved` (76) anything the
 log returned that does not verify, and forks; :class:`ClockSkew` (78) the local clock and the log's
-``Date`` differ by more than the action's window (a smaller skew is only a warning).
+``Date`` differ by more than the action's window (a smaller skew is only a warning). ``ClockSkew``
+and ``LogFork`` live in :mod:`gatekeeper.errors` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ from gatekeeper.bundle import MAX_BUNDLED_ENTRY, Bundle, encode_bundle
 from gatekeeper.client.identity import Identity
 from gatekeeper.errors import (
     ActionFormatError,
+    ClockSkew,
     ConfigError,
     GatekeeperError,
+    LogFork,
     LogMisbehaved,
     LogUnavailable,
     Refused,
@@ -77,17 +80,6 @@ __all__ = [
 #: Above this (or a tenth of the window, whichever is smaller) a skew is worth a warning.
 SKEW_WARN = 30.0
 _RETRIES_503 = 3
-
-
-class ClockSkew(ConfigError):
-    """The local clock and the log's clock disagree by more than the action's window."""
-
-
-class LogFork(LogMisbehaved):
-    """The log presented two histories that are not consistent: evidence is kept."""
-
-    def diagnostics(self) -> str:
-        return f"gk: LOG FORK DETECTED: {self}"
 
 
 @dataclass(frozen=True)
