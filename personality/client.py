@@ -112,6 +112,30 @@ _STATUS_ERRORS: dict[int, type[PersonalityError]] = {
 }
 
 
+def _os_reason(exc: BaseException) -> str:
+    """For an error message: the operating system's reason buried in a requests/urllib3 exception
+    chain ("Connection refused", "Name or service not known", "timed out"), else the innermost
+    exception's class name. Follows ``reason`` (urllib3), exception arguments and ``__cause__`` /
+    ``__context__``; bounded, never raises."""
+    stack: list[BaseException] = [exc]
+    seen: set[int] = set()
+    innermost = type(exc).__name__
+    while stack and len(seen) < 32:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and not isinstance(e, requests.RequestException):
+            if e.strerror:
+                return " ".join(str(e.strerror).split())[:200]
+            if isinstance(e, TimeoutError):
+                return "timed out"
+        innermost = type(e).__name__
+        nested = [getattr(e, "reason", None), *e.args, e.__cause__, e.__context__]
+        stack.extend(reversed([n for n in nested if isinstance(n, BaseException)]))
+    return innermost
+
+
 class HTTPTransport:
     """HTTP(S) to a log at ``base_url``; every call bounded by ``timeout`` (connect, read) seconds.
 
@@ -167,10 +191,12 @@ class HTTPTransport:
             resp = self.session.request(
                 method, url, params=params, data=body, headers=headers, timeout=self.timeout, stream=True
             )
-        except requests.Timeout:
-            raise UnavailableError(f"log at {self.base_url} did not answer {method} {path} in time") from None
+        except requests.Timeout as e:
+            raise UnavailableError(
+                f"log at {self.base_url} did not answer {method} {path} in time ({_os_reason(e)})"
+            ) from None
         except requests.RequestException as e:
-            raise UnavailableError(f"log at {self.base_url} is unreachable: {type(e).__name__}") from None
+            raise UnavailableError(f"log at {self.base_url} is unreachable: {_os_reason(e)}") from None
         try:
             data = self._read(resp, path)
         finally:
@@ -192,7 +218,7 @@ class HTTPTransport:
                     raise FormatError(f"response for {path} is larger than {self.max_response} bytes")
                 chunks.append(chunk)
         except requests.RequestException as e:
-            msg = f"reading {path} from {self.base_url} failed: {type(e).__name__}"
+            msg = f"reading {path} from {self.base_url} failed: {_os_reason(e)}"
             raise UnavailableError(msg) from None
         return b"".join(chunks)
 

@@ -4,6 +4,7 @@ gives one clear line and the documented exit status."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -265,6 +266,25 @@ def test_cli_log_unreachable_is_exit_69_one_line(tmp_path: Path, key: Path) -> N
     assert p.returncode == 69
     lines = p.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "unreachable" in lines[0] and "Traceback" not in lines[0]
+    # the operating system's reason, not the requests class name ("ConnectionError")
+    assert lines[0].endswith("is unreachable: Connection refused"), lines[0]
+
+
+def test_silent_log_says_timed_out(tmp_path: Path, key: Path) -> None:
+    """A log that accepts the connection and never answers: the one line says it timed out."""
+    fake = FakeLog()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        log = LogSettings.from_strings(url, fake.vkey, None, tmp_path / "s", timeout=0.3)
+        me = ident.from_file(key)
+        action = build_action(me, ["web-01"], "deploy", b"true", window=300)
+        with pytest.raises(LogUnavailable) as exc:
+            submit_action(log, me, action)
+    message = exc.value.diagnostics()
+    assert "\n" not in message
+    assert "in time (timed out)" in message, message
 
 
 def test_cli_refused_signer_is_one_line(log: FakeLog, tmp_path: Path, key: Path) -> None:
