@@ -114,9 +114,9 @@ def _sqlite(scale: int, tmp: Path) -> dict[str, float]:
         conn.execute("COMMIT")
         k += 1
 
-    single_rate = rate(single, 2000 // scale)
+    single_rate = rate(single, 300 // scale)
     batch = 256
-    batches = 800 // scale
+    batches = 200 // scale
     rows = [(k + i, row) for i in range(batch * (batches + 1) * 6)]
     pos = 0
 
