@@ -3,7 +3,8 @@
 A front end (the asyncssh agent, or ``gk exec`` under sshd ForceCommand talking to the root-owned
 local agent) turns an SSH exec request into an :class:`ExecRequest` and asks a :class:`Gate` for a
 :class:`Decision`. It runs the command only when ``decision.allowed`` is true, and then reports the
-exit status with :meth:`Gate.record_exit`. Everything here is plain data: no I/O.
+exit status (or the signal that killed it) with :meth:`Gate.record_exit`. Everything here is plain
+data: no I/O.
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ class Gate(Protocol):
         An allowed decision has already made the head and the spent nonce durable."""
         ...
 
-    def record_exit(self, request: ExecRequest, decision: Decision, exit_status: int | None) -> None:
-        """Journal the outcome of an allowed command (exit status, or None if killed)."""
+    def record_exit(
+        self, request: ExecRequest, decision: Decision, exit_status: int | None, *, signal: str | None = None
+    ) -> None:
+        """Journal the outcome of an allowed command: its ``exit_status``, or ``None`` with the
+        ``signal`` that killed it (its name without ``SIG``, e.g. ``"KILL"``), or ``None`` and
+        ``None`` when it never completed (not started, the client disconnected, no report)."""
         ...

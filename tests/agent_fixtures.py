@@ -83,7 +83,9 @@ class OneCommandGate:
             return _refuse(Reason.COMMAND_MISMATCH, "the command differs from the logged one")
         return Decision(Reason.ALLOWED, "", index=self.index)
 
-    def record_exit(self, request: ExecRequest, decision: Decision, exit_status: int | None) -> None:
+    def record_exit(
+        self, request: ExecRequest, decision: Decision, exit_status: int | None, *, signal: str | None = None
+    ) -> None:
         self.exits.append((request, exit_status))
 
 
@@ -97,7 +99,9 @@ class UnsafeAllowAllGate:
     async def decide(self, request: ExecRequest) -> Decision:
         return Decision(Reason.ALLOWED, "", index=0)
 
-    def record_exit(self, request: ExecRequest, decision: Decision, exit_status: int | None) -> None:
+    def record_exit(
+        self, request: ExecRequest, decision: Decision, exit_status: int | None, *, signal: str | None = None
+    ) -> None:
         pass
 
 

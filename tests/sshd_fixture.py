@@ -286,9 +286,11 @@ class SwitchableGate:
             return Decision(Reason.POLICY, "gk: refused: no gate installed by the test")
         return await self.target.decide(request)
 
-    def record_exit(self, request: ExecRequest, decision: Decision, exit_status: int | None) -> None:
+    def record_exit(
+        self, request: ExecRequest, decision: Decision, exit_status: int | None, *, signal: str | None = None
+    ) -> None:
         if self.target is not None:
-            self.target.record_exit(request, decision, exit_status)
+            self.target.record_exit(request, decision, exit_status, signal=signal)
 
 
 @dataclass
@@ -334,7 +336,9 @@ class ScriptedGate:
         permit.used = True
         return Decision(Reason.ALLOWED, "", index=len(self.requests), key_fingerprint="SHA256:test")
 
-    def record_exit(self, request: ExecRequest, decision: Decision, exit_status: int | None) -> None:
+    def record_exit(
+        self, request: ExecRequest, decision: Decision, exit_status: int | None, *, signal: str | None = None
+    ) -> None:
         self.exits.append((request, decision, exit_status))
 
 

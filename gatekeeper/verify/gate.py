@@ -151,10 +151,15 @@ class VerifyingGate:
             decision = refusal(Reason.INTERNAL, "internal error in the verifier; nothing was run")
         return self._journal_decision(request, decision)
 
-    def record_exit(self, request: ExecRequest, decision: Decision, exit_status: int | None) -> None:
-        """Journal the outcome of an allowed command; never raises (failures go to the alarm log)."""
+    def record_exit(
+        self, request: ExecRequest, decision: Decision, exit_status: int | None, *, signal: str | None = None
+    ) -> None:
+        """Journal the outcome of an allowed command (``exit_status``, or the ``signal`` that killed
+        it); never raises (failures go to the alarm log)."""
         try:
-            self.journal.append(decision_record(request, decision, event="exit", exit_status=exit_status))
+            self.journal.append(
+                decision_record(request, decision, event="exit", exit_status=exit_status, signal=signal)
+            )
         except Exception as exc:  # noqa: BLE001 - the command already ran; report, do not raise
             self.alarm.error(f"cannot journal the exit status of log index {decision.index}: {exc}")
 
