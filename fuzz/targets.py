@@ -111,11 +111,6 @@ KNOWN_BUGS: tuple[KnownBug, ...] = (
     KnownBug("agent_config", ValueError, "invalid literal for int()",
              "gatekeeper/agent/config.py parse_listen: listen = '127.0.0.1:\u00b2' (a Unicode digit passes "
              "str.isdigit) -> int() ValueError"),
-    KnownBug("log_config", ValueError, "invalid literal for int()",
-             "personality/config.py parse_listen: listen = '127.0.0.1:\u00b2' (a Unicode digit passes "
-             "str.isdigit) -> int() ValueError"),
-    KnownBug("log_config", UnicodeDecodeError, "",
-             "personality/config.py load_config: a log.toml that is not UTF-8 -> UnicodeDecodeError"),
     KnownBug("log_client_json", RecursionError, "",
              "personality/client.py _json: deeply nested JSON from the log -> RecursionError"),
 )

@@ -67,17 +67,11 @@ def internal_errors(stderr: str) -> list[str]:
     """Log records with a traceback or "unhandled error", except aiohttp's own HTTP parser errors
     (``aiohttp.http_exceptions``: request line too long, invalid method, bad chunk...). Those are
     answered 400 by aiohttp before any of our code runs; it logs them at ERROR with a traceback
-    (noise an attacker can produce at will -- reported to the log service's owner), and the known
-    bug of tests/test_hostile_known_bugs.py::test_log_server_client_gone_mid_body."""
+    (noise an attacker can produce at will -- reported to the log service's owner)."""
     starts = [m.start() for m in _RECORD.finditer(stderr)] + [len(stderr)]
     records = [stderr[a:b] for a, b in zip(starts, starts[1:], strict=False)]
     return [r for r in records if ("Traceback" in r or "unhandled error" in r)
-            and "aiohttp.http_exceptions." not in r and KNOWN_DISCONNECT_BUG not in r]
-
-
-#: personality/server.py logs a client that disconnects in the middle of its body as an internal
-#: error (see tests/test_hostile_known_bugs.py); remove this filter when that test turns red.
-KNOWN_DISCONNECT_BUG = "ConnectionResetError: Connection lost"
+            and "aiohttp.http_exceptions." not in r]
 
 
 def _address(s: LogServer) -> tuple[str, int]:

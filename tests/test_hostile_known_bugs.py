@@ -4,6 +4,7 @@ Each test states the contract (the module's own error class, never another excep
 today with the exception named in its reason. When the owner fixes the bug the test passes, the
 strict xfail turns it red: then delete the ``xfail`` marker here and the matching entry in
 ``fuzz.targets.KNOWN_BUGS`` (which keeps the generic fuzz tests from tripping over it meanwhile).
+Bugs already fixed stay at the end of the file as regression tests.
 """
 
 from __future__ import annotations
@@ -54,32 +55,16 @@ def test_monitor_rule_deep_regex() -> None:
 
 
 @pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="gatekeeper/agent/config.py and personality/config.py parse_listen(): "
-                          "str.isdigit() accepts digits int() refuses ('\u00b2', '\u2460'), then int() "
-                          "raises ValueError; should be ConfigError (use port.isascii() and port.isdigit())")
-@pytest.mark.parametrize("which", ["agent", "log"])
+                   reason="gatekeeper/agent/config.py parse_listen(): str.isdigit() accepts digits int() "
+                          "refuses ('\u00b2', '\u2460'), then int() raises ValueError; should be ConfigError "
+                          "(use port.isascii() and port.isdigit()); personality/config.py had the same bug, "
+                          "fixed in a4cab79")
 @pytest.mark.parametrize("port", ["\u00b2", "8\u2460"])
-def test_listen_with_unicode_digit(which: str, port: str) -> None:
-    from gatekeeper.agent.config import parse_listen as agent_listen
-    from personality.config import parse_listen as log_listen
-    from personality.errors import ConfigError as LogConfigError
+def test_agent_listen_with_unicode_digit(port: str) -> None:
+    from gatekeeper.agent.config import parse_listen
 
-    parse = agent_listen if which == "agent" else log_listen
-    with pytest.raises((ConfigError, LogConfigError)):
-        parse("127.0.0.1:" + port)
-
-
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError,
-                   reason="personality/config.py load_config(): tomllib.load raises UnicodeDecodeError for a "
-                          "log.toml that is not UTF-8 (only OSError and TOMLDecodeError are caught); should "
-                          "be ConfigError")
-def test_log_config_not_utf8(tmp_path: Path) -> None:
-    from personality.config import CONFIG_NAME, load_config
-    from personality.errors import ConfigError as LogConfigError
-
-    (tmp_path / CONFIG_NAME).write_bytes(b'origin = "caf\xe9"\n')
-    with pytest.raises(LogConfigError):
-        load_config(tmp_path)
+    with pytest.raises(ConfigError):
+        parse_listen("127.0.0.1:" + port)
 
 
 @pytest.mark.xfail(strict=True, raises=RecursionError,
@@ -117,12 +102,40 @@ def test_key_name_with_surrogate(kind: str) -> None:
         parse(hostile)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="personality/server.py _errors middleware: a client that closes its connection in "
-                          "the middle of a POST /add body makes request.read() raise ConnectionResetError, "
-                          "which is logged as 'unhandled error' with a traceback at ERROR level and answered "
-                          "500 (anyone can flood the operator's log); should be treated as a client abort")
+def test_known_bugs_each_have_a_test() -> None:
+    """Every entry of fuzz.targets.KNOWN_BUGS is demonstrated above (keeps the list honest)."""
+    here = Path(__file__).read_text()
+    for bug in T.KNOWN_BUGS:
+        assert bug.exc_type.__name__ in here, bug
+        assert bug.report.split(" ")[0].rstrip(":") in here, bug
+
+
+# -- fixed by their owners: kept as regression tests --------------------------------------------
+
+
+@pytest.mark.parametrize("port", ["\u00b2", "8\u2460"])
+def test_log_listen_with_unicode_digit(port: str) -> None:
+    """personality/config.py parse_listen (fixed in a4cab79): a Unicode digit is a ConfigError."""
+    from personality.config import parse_listen
+    from personality.errors import ConfigError as LogConfigError
+
+    with pytest.raises(LogConfigError):
+        parse_listen("127.0.0.1:" + port)
+
+
+def test_log_config_not_utf8(tmp_path: Path) -> None:
+    """personality/config.py load_config (fixed in a4cab79): a non-UTF-8 log.toml is a ConfigError."""
+    from personality.config import CONFIG_NAME, load_config
+    from personality.errors import ConfigError as LogConfigError
+
+    (tmp_path / CONFIG_NAME).write_bytes(b'origin = "caf\xe9"\n')
+    with pytest.raises(LogConfigError):
+        load_config(tmp_path)
+
+
 def test_log_server_client_gone_mid_body(tmp_path: Path) -> None:
+    """personality/server.py (fixed in a4cab79): a client that closes its connection in the middle
+    of a POST /add body is not logged as an internal error, and the server keeps serving."""
     import socket
     import time
 
@@ -138,14 +151,13 @@ def test_log_server_client_gone_mid_body(tmp_path: Path) -> None:
                 while sock.recv(4096):
                     pass
         time.sleep(0.2)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200")
     finally:
         server.stop()
     assert "unhandled error" not in server.stderr(), server.stderr()[-3000:]
-
-
-def test_known_bugs_each_have_a_test() -> None:
-    """Every entry of fuzz.targets.KNOWN_BUGS is demonstrated above (keeps the list honest)."""
-    here = Path(__file__).read_text()
-    for bug in T.KNOWN_BUGS:
-        assert bug.exc_type.__name__ in here, bug
-        assert bug.report.split(" ")[0].rstrip(":") in here, bug
+    assert "Traceback" not in server.stderr(), server.stderr()[-3000:]
