@@ -62,10 +62,13 @@ def entry(i: int) -> bytes:
 class Ours:
     def __init__(self, kind: str, tmp: Path) -> None:
         from personality.log import Sequencer
+        from personality.storage.base import SequencingStore, TileStore
         from personality.storage.memory import MemorySequencingStore, MemoryTileStore
         from personality.storage.sqlite import open_sqlite
         from personality.tlog.note import generate_signer
 
+        seq: SequencingStore
+        tiles: TileStore
         if kind == "memory":
             seq, tiles = MemorySequencingStore(), MemoryTileStore()
         else:

@@ -307,10 +307,10 @@ def _seed_json_responses(m: Material) -> list[bytes]:
 
 
 def _seed_execgate_payloads(m: Material) -> list[bytes]:
-    from gatekeeper.execgate.protocol import Ack, DecideRequest, DecisionReply, ExitReport, encode
+    from gatekeeper.execgate.protocol import Ack, DecideRequest, DecisionReply, ExitReport, Message, encode
     from gatekeeper.gate import Reason
 
-    msgs = [
+    msgs: list[Message] = [
         DecideRequest("deploy", b"systemctl restart nginx",
                       sshsig.parse_public_key(m.public_keys[0]).openssh(), m.bundle, "127.0.0.1:5555"),
         DecisionReply(Reason.ALLOWED, "ok", 6, "SHA256:" + "A" * 43, "/bin/sh"),
@@ -588,7 +588,7 @@ def _log_client_json(data: bytes) -> None:
     """What a hostile log can answer to the JSON API: only PersonalityError may come out."""
     from personality.client import LogClient
 
-    client = LogClient(_OneAnswer(data))  # type: ignore[arg-type]
+    client = LogClient(_OneAnswer(data))
     for call in (
         lambda: client.add(b"entry"),
         lambda: client.add(b"entry", wait=False),
