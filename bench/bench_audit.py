@@ -88,7 +88,7 @@ def main() -> None:
                 command=r"curl -fsS https://deploy\.example\.com/release/\d+ \| sh"
             ),
             "command_regex_rare": Query(command=r"release/4242\b"),
-            "command_regex_no_literal": Query(command=r"(?i)USERADD\s+temp9{3}"),
+            "command_regex_ignorecase_rare": Query(command=r"(?i)USERADD\s+temp9{3}"),
             "host_and_regex": Query(hosts=["bastion"], command=r"^systemctl (restart|stop)"),
             "reason_regex": Query(reason=r"INC-1234\d$"),
             "index_range": Query(first=n // 3, last=n // 3 + 999),
