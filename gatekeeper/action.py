@@ -31,6 +31,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TypeVar
 
 from gatekeeper import sshsig
@@ -90,6 +91,8 @@ _HOST_RE = re.compile(r"[a-z0-9_:][a-z0-9._:-]*")
 _FP_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 _ACCOUNT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _NONCE_RE = re.compile(r"(?:[0-9a-f]{2})+")
+# printable ASCII, not starting or ending with a space (bytes patterns match bytes, not characters)
+_PLAIN_RE = re.compile(rb"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 _TIME_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
 # Characters never allowed in a reason: C0, DEL, C1, and the bidirectional / line-separator /
 # byte-order controls that can make an audit trail read differently from what it says.
@@ -146,10 +149,14 @@ class SignedAction:
 # -- times ------------------------------------------------------------------------------------
 
 
-def format_time(t: int) -> str:
-    """Unix seconds -> ``YYYY-MM-DDTHH:MM:SSZ`` (1970..9999). Raises ActionFormatError."""
+def _check_time(t: int) -> None:
     if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= _MAX_TIME:
         raise ActionFormatError(f"time {t!r} is not a whole number of seconds in 1970..9999")
+
+
+def format_time(t: int) -> str:
+    """Unix seconds -> ``YYYY-MM-DDTHH:MM:SSZ`` (1970..9999). Raises ActionFormatError."""
+    _check_time(t)
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -210,8 +217,9 @@ def _check_account(account: str) -> None:
 
 
 def _plain_command(command: bytes) -> bool:
-    """The plain form is used exactly when every byte is printable ASCII and the ends are not spaces."""
-    return all(0x20 <= b <= 0x7E for b in command) and command[:1] != b" " and command[-1:] != b" "
+    """The plain form is used exactly when every byte is printable ASCII and the ends are not spaces
+    (callers have checked that ``command`` is not empty)."""
+    return _PLAIN_RE.fullmatch(command) is not None
 
 
 def _check_command(command: bytes) -> None:
@@ -225,8 +233,8 @@ def _check_nonce(nonce: bytes) -> None:
 
 
 def _check_window(not_before: int, not_after: int) -> None:
-    format_time(not_before)
-    format_time(not_after)
+    _check_time(not_before)
+    _check_time(not_after)
     if not_after <= not_before:
         raise ActionFormatError("not-after must be later than not-before")
     if not_after - not_before > MAX_WINDOW:
@@ -238,12 +246,22 @@ def _check_window(not_before: int, not_after: int) -> None:
 def _check_signer(signer: str) -> None:
     if not isinstance(signer, str):
         raise ActionFormatError("signer must be an OpenSSH public key string")
+    problem = _signer_problem(signer)
+    if problem is not None:
+        raise ActionFormatError(problem)
+
+
+@lru_cache(maxsize=256)
+def _signer_problem(signer: str) -> str | None:
+    """Why ``signer`` is not a canonical supported public key, or None. A pure function of the
+    exact text, cached (bounded): the same few signers recur."""
     try:
         key = sshsig.parse_public_key(signer)
     except ActionFormatError as exc:
-        raise ActionFormatError(f"signer: {exc}") from None
+        return f"signer: {exc}"
     if key.openssh() != signer:
-        raise ActionFormatError("signer must be written '<key type> <base64>' with no comment")
+        return "signer must be written '<key type> <base64>' with no comment"
+    return None
 
 
 def _check_reason(reason: str) -> None:

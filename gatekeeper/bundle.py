@@ -17,6 +17,15 @@ Parsing here is strict and bounded (:data:`MAX_BUNDLE` characters) and checks th
 is a well-formed action entry; nothing is *verified* (signatures, proof, checkpoint): that is the
 agent's job (``gatekeeper.verify``). Pure: no I/O. Errors are
 :class:`~gatekeeper.errors.ActionFormatError`.
+
+Canonical form: every value has exactly one ``GK_BUNDLE`` spelling, and ``parse_bundle`` accepts
+only that one (``encode_bundle(parse_bundle(t)) == t``). This holds by construction, without
+re-encoding what was parsed: the outer base64 is checked to be canonical, and
+``parse_tlog_proof`` accepts only the canonical spelling of each part (the exact header line,
+canonical base64 for ``extra`` and each 32-byte hash, a decimal index without leading zeros, no
+empty or extra lines, the checkpoint kept byte for byte), so the parts it returns format back to
+exactly the bytes it read. A length identity re-checks that cheaply on every parse, and the
+hypothesis tests in ``tests/test_bundle.py`` pin the property against mutated input.
 """
 
 from __future__ import annotations
@@ -28,9 +37,18 @@ from dataclasses import dataclass
 from gatekeeper import action as act
 from gatekeeper.errors import ActionFormatError
 from personality.errors import FormatError
-from personality.tlog.proof import TlogProof, format_tlog_proof, parse_tlog_proof
+from personality.tlog.merkle import HASH_SIZE
+from personality.tlog.proof import HEADER, TlogProof, format_tlog_proof, parse_tlog_proof
 
-__all__ = ["MAX_BUNDLE", "MAX_BUNDLED_ENTRY", "Bundle", "encode_bundle", "parse_bundle", "bundle_size"]
+__all__ = [
+    "MAX_BUNDLE",
+    "MAX_BUNDLED_ENTRY",
+    "Bundle",
+    "encode_bundle",
+    "parse_bundle",
+    "parse_bundle_entry",
+    "bundle_size",
+]
 
 #: Upper bound on the ``GK_BUNDLE`` value, in characters (an environment variable with room to spare:
 #: Linux allows 128 KiB per string, OpenSSH's ``SetEnv`` passes it as one argument).
@@ -76,9 +94,29 @@ def encode_bundle(b: Bundle) -> str:
     return text
 
 
+def _b64_len(n: int) -> int:
+    return 4 * ((n + 2) // 3)
+
+
+def _canonical_length(p: TlogProof) -> int:
+    """Length of ``format_tlog_proof(p)``, computed without formatting (``p`` as parsed)."""
+    n = len(HEADER) + 1 + len("index ") + len(str(p.index)) + 1
+    if p.extra is not None:
+        n += len("extra ") + _b64_len(len(p.extra)) + 1
+    n += len(p.proof) * (_b64_len(HASH_SIZE) + 1)  # parse_tlog_proof returns HASH_SIZE-byte hashes
+    return n + 1 + len(p.checkpoint)
+
+
 def parse_bundle(text: str) -> Bundle:
     """Parse a ``GK_BUNDLE`` value: one line of canonical base64 of a tlog-proof whose ``extra`` is a
     well-formed action entry. Structure only; nothing is verified. Raises ActionFormatError."""
+    return parse_bundle_entry(text)[0]
+
+
+def parse_bundle_entry(text: str) -> tuple[Bundle, act.SignedAction]:
+    """:func:`parse_bundle`, also returning its entry parsed as an action (``parse_entry(entry)``,
+    which ``parse_bundle`` checks anyway), so that verifiers need not parse it twice. Structure
+    only: the signature is *not* verified. Raises ActionFormatError."""
     if not isinstance(text, str):
         raise ActionFormatError("bundle: expected text")
     if len(text) > MAX_BUNDLE:
@@ -98,10 +136,9 @@ def parse_bundle(text: str) -> Bundle:
     if proof.extra is None:
         raise ActionFormatError("bundle: the tlog-proof carries no entry (no 'extra' line)")
     try:
-        act.parse_entry(proof.extra)
+        signed = act.parse_entry(proof.extra)
     except ActionFormatError as exc:
         raise ActionFormatError(f"bundle: the entry is not a valid action: {exc}") from None
-    bundle = Bundle(proof.extra, proof.index, proof.proof, proof.checkpoint)
-    if _tlog_proof(bundle) != raw:  # pragma: no cover - parse_tlog_proof is canonical
+    if _canonical_length(proof) != len(raw):  # pragma: no cover - parse_tlog_proof is canonical
         raise ActionFormatError("bundle: tlog-proof is not in canonical form")
-    return bundle
+    return Bundle(proof.extra, proof.index, proof.proof, proof.checkpoint), signed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import struct
 
@@ -12,7 +13,15 @@ from hypothesis import strategies as st
 
 from gatekeeper import action as A
 from gatekeeper import sshsig
-from gatekeeper.bundle import MAX_BUNDLE, MAX_BUNDLED_ENTRY, Bundle, bundle_size, encode_bundle, parse_bundle
+from gatekeeper.bundle import (
+    MAX_BUNDLE,
+    MAX_BUNDLED_ENTRY,
+    Bundle,
+    bundle_size,
+    encode_bundle,
+    parse_bundle,
+    parse_bundle_entry,
+)
 from gatekeeper.errors import ActionFormatError
 from personality.tlog.checkpoint import Checkpoint, sign_checkpoint
 from personality.tlog.merkle import leaf_hash, verify_inclusion
@@ -97,6 +106,99 @@ def test_round_trip_property(command: bytes, index: int, proof_len: int, cosigne
     text = encode_bundle(b)
     assert parse_bundle(text) == b
     assert encode_bundle(parse_bundle(text)) == text
+
+
+def test_parse_bundle_entry_returns_the_parsed_entry() -> None:
+    b = make()
+    bundle, signed = parse_bundle_entry(encode_bundle(b))
+    assert bundle == b
+    assert signed == A.parse_entry(b.entry)
+
+
+@functools.cache
+def _good_lines(proof_len: int, cosigners: int) -> list[bytes]:
+    proof = tuple(hashlib.sha256(i.to_bytes(2, "big")).digest() for i in range(proof_len))
+    b = Bundle(fake_entry(), 2**20, proof, checkpoint(2**20 + 1, cosigners=cosigners))
+    return base64.b64decode(encode_bundle(b)).split(b"\n")
+
+
+# bytes that keep base64 and decimal text well-formed, or break lines and padding subtly
+_LIKELY = b"ABQgw09+/= \n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.data(),
+    proof_len=st.integers(0, 20),
+    cosigners=st.integers(0, 2),
+    op=st.sampled_from(["replace", "insert", "delete"]),
+)
+def test_a_mutated_bundle_parses_only_in_its_one_encoding(
+    data: st.DataObject, proof_len: int, cosigners: int, op: str
+) -> None:
+    """Canonical form without a re-encoding check: whatever one-byte change of the tlog-proof still
+    parses (a hash, the entry's command or signature, the checkpoint's signature) re-encodes to
+    exactly the text that was parsed, and its entry is the entry parsed."""
+    lines = list(_good_lines(proof_len, cosigners))
+    n = data.draw(st.sampled_from(range(len(lines))))  # a line, so that every part gets its share
+    line = bytearray(lines[n])
+    byte = st.one_of(st.sampled_from(_LIKELY), st.integers(0, 255))
+    if op == "insert" or not line:
+        line.insert(data.draw(st.integers(0, len(line))), data.draw(byte))
+    elif op == "replace":
+        pos = data.draw(st.integers(0, len(line) - 1))
+        line[pos] = data.draw(byte.filter(lambda v: v != line[pos]))
+    else:
+        del line[data.draw(st.integers(0, len(line) - 1))]
+    lines[n] = bytes(line)
+    text = base64.b64encode(b"\n".join(lines)).decode()
+    try:
+        parsed, signed = parse_bundle_entry(text)
+    except ActionFormatError:
+        return
+    assert encode_bundle(parsed) == text
+    assert signed == A.parse_entry(parsed.entry)
+
+
+def _spellings() -> dict[str, bytes]:
+    """Other spellings of a valid bundle's tlog-proof, none of them canonical."""
+    good = base64.b64decode(encode_bundle(make(index=5, proof_len=2)))
+    head, _, cp = good.partition(b"\n\n")
+    lines = head.split(b"\n")
+    extra, index, h1, h2 = lines[1], lines[2], lines[3], lines[4]
+    assert index == b"index 5"
+
+    def join(*ls: bytes, tail: bytes = b"\n\n" + cp) -> bytes:
+        return b"\n".join(ls) + tail
+
+    hdr = lines[0]
+    spellings = {
+        "leading zero in the index": join(hdr, extra, b"index 05", h1, h2),
+        "plus sign in the index": join(hdr, extra, b"index +5", h1, h2),
+        "two spaces after index": join(hdr, extra, b"index  5", h1, h2),
+        "trailing space": join(hdr, extra, index + b" ", h1, h2),
+        "extra after index": join(hdr, index, extra, h1, h2),
+        "extra twice": join(hdr, extra, extra, index, h1, h2),
+        "empty hash line": join(hdr, extra, index, h1, b"", h2),
+        "unpadded hash": join(hdr, extra, index, h1, h2.rstrip(b"=")),
+        "hash with stray bits": join(hdr, extra, index, h1, h2[:42] + bytes([h2[42] ^ 1]) + b"="),
+        "CRLF": join(hdr, extra, index, h1, h2).replace(b"\n", b"\r\n"),
+        "blank line doubled": join(hdr, extra, index, h1, h2, tail=b"\n\n\n" + cp),
+        "header with a trailing space": join(hdr + b" ", extra, index, h1, h2),
+        "upper-case header": join(hdr.upper(), extra, index, h1, h2),
+        "extra without its space": join(hdr, b"extra" + extra[6:], index, h1, h2),
+        "unpadded extra": join(hdr, extra.rstrip(b"="), index, h1, h2),
+        "checkpoint without its final newline": join(hdr, extra, index, h1, h2)[:-1],
+    }
+    assert good == join(hdr, extra, index, h1, h2) and good not in spellings.values()
+    return spellings
+
+
+@pytest.mark.parametrize("name", sorted(_spellings()))
+def test_other_spellings_are_refused(name: str) -> None:
+    raw = _spellings()[name]
+    with pytest.raises(ActionFormatError, match="bundle"):
+        parse_bundle(base64.b64encode(raw).decode())
 
 
 def _tlog(extra: bytes | None, index: int = 5, proof: tuple[bytes, ...] = ()) -> str:

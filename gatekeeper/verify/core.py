@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from gatekeeper import sshsig
-from gatekeeper.action import NAMESPACE, Action, parse_entry
-from gatekeeper.bundle import parse_bundle
+from gatekeeper.action import NAMESPACE, Action
+from gatekeeper.bundle import parse_bundle_entry
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.gate import Decision, ExecRequest, Reason
 from gatekeeper.verify.policy import HostPolicy
@@ -65,11 +66,15 @@ def _when(t: int) -> str:
         return str(t)
 
 
-def _key(public_key: str) -> sshsig.PublicKey | None:
+@lru_cache(maxsize=1024)
+def _key(public_key: str) -> tuple[sshsig.PublicKey, str] | None:
+    """The parsed key and its fingerprint, or None when ``public_key`` is not a usable key. A pure
+    function of the exact text, so results are cached (bounded): a host sees few distinct keys."""
     try:
-        return sshsig.parse_public_key(public_key)
+        key = sshsig.parse_public_key(public_key)
     except GatekeeperError:
         return None
+    return key, key.fingerprint()
 
 
 class CheckpointCache:
@@ -131,8 +136,8 @@ def check_static(
     """
     if known is not None and known.policy is not policy:
         known = None
-    auth_key = _key(request.auth_key)
-    fp = auth_key.fingerprint() if auth_key is not None else ""
+    auth = _key(request.auth_key)
+    fp = auth[1] if auth is not None else ""
 
     # 1. a bundle at all
     text = request.bundle
@@ -144,16 +149,10 @@ def check_static(
         )
     # 2. it parses, and its entry parses as an action
     try:
-        bundle = parse_bundle(text)
+        bundle, signed = parse_bundle_entry(text)
     except (GatekeeperError, PersonalityError) as exc:
         return refusal(Reason.MALFORMED_BUNDLE, f"GK_BUNDLE does not parse: {exc}", fingerprint=fp)
     index = bundle.index
-    try:
-        signed = parse_entry(bundle.entry)
-    except GatekeeperError as exc:
-        return refusal(
-            Reason.MALFORMED_BUNDLE, f"the logged entry is not an action: {exc}", index=index, fingerprint=fp
-        )
     action = signed.action
     if action.kind != "exec":
         return refusal(
@@ -171,17 +170,17 @@ def check_static(
 
     # 4. signature key == action.signer == the key that authenticated this session
     signature_key, signer = _key(sig_key), _key(action.signer)
-    if signature_key is None or signer is None or signature_key.blob != signer.blob:
+    if signature_key is None or signer is None or signature_key[0].blob != signer[0].blob:
         return refusal(
             Reason.KEY_MISMATCH,
             "the action was signed by another key than the signer it names",
             index=index,
             fingerprint=fp,
         )
-    if auth_key is None or auth_key.blob != signer.blob:
+    if auth is None or auth[0].blob != signer[0].blob:
         return refusal(
             Reason.KEY_MISMATCH,
-            f"the action was signed by {signer.fingerprint()} but this session authenticated with "
+            f"the action was signed by {signer[1]} but this session authenticated with "
             f"{fp or 'no usable key'}",
             index=index,
             fingerprint=fp,
