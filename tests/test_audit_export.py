@@ -12,6 +12,7 @@ import shutil
 import struct
 import subprocess
 import zlib
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -38,7 +39,7 @@ NASTY = [
 
 
 @pytest.fixture(scope="module")
-def index(tmp_path_factory: pytest.TempPathFactory) -> AuditIndex:
+def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuditIndex]:
     tmp = tmp_path_factory.mktemp("export")
     key = generate_signer(ORIGIN)
     entries, _ = synthetic_entries(500, workers=1)
