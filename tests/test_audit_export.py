@@ -71,7 +71,8 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuditIndex]:
         ).status
         == "ok"
     )
-    return idx
+    yield idx
+    idx.close()
 
 
 def test_jsonl_parses_back(index: AuditIndex) -> None:
