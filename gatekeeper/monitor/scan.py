@@ -376,7 +376,3 @@ class Progress:
         if self.enabled:
             self._stream.write("\n")
             self._stream.flush()
-
-
-def verifier_names(verifiers: Sequence[object]) -> str:
-    return ", ".join(str(getattr(v, "name", v)) for v in verifiers)
