@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import os
 import struct
 
 import pytest
@@ -34,6 +35,12 @@ WITNESSES = [generate_signer(f"witness-{i:02d}.example.org") for i in range(20)]
 
 def _string(b: bytes) -> bytes:
     return struct.pack(">I", len(b)) + b
+
+
+def examples(default: int) -> int:
+    """Hypothesis examples per property: ``default`` in the unit suite, the ``GK_FUZZ_EXAMPLES``
+    environment variable when set (``make fuzz``: many more)."""
+    return int(os.environ.get("GK_FUZZ_EXAMPLES", default))
 
 
 def fake_entry(command: bytes = b"systemctl restart nginx", signer_raw: bytes = bytes(32)) -> bytes:
@@ -93,7 +100,7 @@ def test_a_real_inclusion_proof_survives_the_trip() -> None:
     verify_inclusion(got.index, 3, leaf_hash(got.entry), got.proof, root)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     command=st.binary(min_size=1, max_size=300),
     index=st.integers(0, 2**40),
@@ -126,7 +133,7 @@ def _good_lines(proof_len: int, cosigners: int) -> list[bytes]:
 _LIKELY = b"ABQgw09+/= \n"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     data=st.data(),
     proof_len=st.integers(0, 20),

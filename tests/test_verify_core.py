@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_verify_support import HOST, HOST_FP, NOW, ORIGIN, World, fake_fingerprint, make_world
+from test_verify_support import HOST, HOST_FP, NOW, ORIGIN, World, examples, fake_fingerprint, make_world
 
 from gatekeeper import sshsig
 from gatekeeper.action import NAMESPACE, Target, encode_action, encode_entry
@@ -289,7 +289,9 @@ def good(world: World) -> tuple[World, str, bytes]:
     return world, text, action.command
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_any_one_byte_change_to_the_bundle_is_refused(
     good: tuple[World, str, bytes], data: st.DataObject
@@ -304,7 +306,9 @@ def test_any_one_byte_change_to_the_bundle_is_refused(
     assert isinstance(result, Decision) and not result.allowed
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_any_one_character_change_to_the_bundle_text_is_refused(
     good: tuple[World, str, bytes], data: st.DataObject
@@ -317,7 +321,9 @@ def test_any_one_character_change_to_the_bundle_text_is_refused(
     assert isinstance(result, Decision) and not result.allowed
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_any_one_byte_change_to_the_command_is_refused(
     good: tuple[World, str, bytes], data: st.DataObject

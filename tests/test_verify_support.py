@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,12 @@ ORIGIN = "log.example/gatekeeper"
 HOST = "web-01"
 ACCOUNT = "deploy"
 NOW = 1_800_000_000
+
+
+def examples(default: int) -> int:
+    """Hypothesis examples per property: ``default`` in the unit suite, the ``GK_FUZZ_EXAMPLES``
+    environment variable when set (``make fuzz``: many more)."""
+    return int(os.environ.get("GK_FUZZ_EXAMPLES", default))
 
 
 def fake_fingerprint(seed: bytes) -> str:
