@@ -13,7 +13,12 @@ and FIDO (``sk-``) keys are not supported in v1.
 
 Pure functions (no I/O): :func:`parse_public_key`, :func:`armor`, :func:`dearmor`,
 :func:`parse_signature`, :func:`signed_data`, :func:`verify`, :func:`fingerprint`.
-Key access: :func:`sign_file` reads a private key file; :func:`sign_agent` talks to ssh-agent.
+Key access: :func:`load_signing_key` / :func:`sign_file` read a private key file (OpenSSH or PEM
+format, encrypted or not); :func:`sign_agent` / :func:`sign_agent_sync` ask ssh-agent.
+
+Everything is done with ``cryptography`` (verification: Ed25519, ECDSA with the curve's hash,
+RSA PKCS#1 v1.5) and a small agent client (:mod:`gatekeeper.client.sshagent`), so that importing
+this module — which every ``gk`` command that touches an action does — costs no SSH library.
 
 Errors: malformed keys and signatures raise :class:`~gatekeeper.errors.ActionFormatError` from the
 parsers; :func:`verify` raises :class:`~gatekeeper.errors.SignatureInvalid` for *anything* that is
@@ -25,14 +30,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import asyncssh
-from asyncssh.agent import SSHAgentKeyPair
-from asyncssh.public_key import SSHKey, decode_ssh_public_key
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from gatekeeper.errors import ActionFormatError, ConfigError, SignatureInvalid
 
@@ -50,8 +58,11 @@ __all__ = [
     "signed_data",
     "verify",
     "fingerprint",
+    "SigningKey",
+    "load_signing_key",
     "sign_file",
     "sign_agent",
+    "sign_agent_sync",
 ]
 
 MAGIC = b"SSHSIG"
@@ -65,6 +76,17 @@ _ECDSA = {
     "ecdsa-sha2-nistp384": ("nistp384", 97),
     "ecdsa-sha2-nistp521": ("nistp521", 133),
 }
+#: ECDSA key type -> (curve, the hash RFC 5656 pairs with it)
+_ECDSA_CURVES: dict[str, tuple[ec.EllipticCurve, hashes.HashAlgorithm]] = {
+    "ecdsa-sha2-nistp256": (ec.SECP256R1(), hashes.SHA256()),
+    "ecdsa-sha2-nistp384": (ec.SECP384R1(), hashes.SHA384()),
+    "ecdsa-sha2-nistp521": (ec.SECP521R1(), hashes.SHA512()),
+}
+_RSA_HASHES: dict[str, hashes.HashAlgorithm] = {
+    "rsa-sha2-256": hashes.SHA256(),
+    "rsa-sha2-512": hashes.SHA512(),
+}
+MAX_KEY_FILE = 1 << 20
 KEY_TYPES = ("ssh-ed25519", *_ECDSA, "ssh-rsa")
 #: signature algorithms accepted for each key type (PROTOCOL.sshsig forbids SHA-1 RSA)
 _SIG_ALGS = {
@@ -325,19 +347,147 @@ def verify(message: bytes, armored: bytes, namespace: str) -> str:
     if sig.namespace != namespace:
         raise SignatureInvalid(f"signature is for namespace {sig.namespace!r}, expected {namespace!r}")
     try:
-        key: SSHKey = decode_ssh_public_key(sig.public_key.blob)
-    except (asyncssh.KeyImportError, ValueError):
+        key = _public_key_object(sig.public_key.blob)
+    except (ActionFormatError, ValueError, UnsupportedAlgorithm):
         raise SignatureInvalid("signature key is not a valid public key") from None
-    try:
-        ok = bool(key.verify(signed_data(message, namespace, sig.hash_alg), sig.signature))
-    except (ValueError, TypeError):  # e.g. an invalid point inside the signature
-        ok = False
-    if not ok:
+    if not _verify_ssh_signature(key, signed_data(message, namespace, sig.hash_alg), sig.signature):
         raise SignatureInvalid(
             f"signature by {sig.public_key.fingerprint()} does not verify: the message or the "
             "signature was altered"
         )
     return sig.public_key.openssh()
+
+
+_PublicKeyObject = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+_PrivateKeyObject = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+@functools.lru_cache(maxsize=1024)
+def _public_key_object(blob: bytes) -> _PublicKeyObject:
+    """The ``cryptography`` key for a supported public key blob (cached: signers repeat).
+    Raises ActionFormatError (structure), ValueError (not a valid key, e.g. a point off the curve)."""
+    key_type = _check_key_blob(blob)
+    r = _Reader(blob, "public key")
+    r.string()  # the type name, checked above
+    if key_type == "ssh-ed25519":
+        return ed25519.Ed25519PublicKey.from_public_bytes(r.string())
+    if key_type in _ECDSA_CURVES:
+        r.string()  # the curve name, checked above
+        return ec.EllipticCurvePublicKey.from_encoded_point(_ECDSA_CURVES[key_type][0], r.string())
+    e, n = int.from_bytes(r.string(), "big"), int.from_bytes(r.string(), "big")
+    return rsa.RSAPublicNumbers(e, n).public_key()
+
+
+def _verify_ssh_signature(key: _PublicKeyObject, data: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` (``string(algorithm) ‖ string(value)``, the algorithm already checked
+    against the key type by :func:`parse_signature`) is ``key``'s signature of ``data``. An ECDSA
+    value is ``mpint(r) ‖ mpint(s)`` with nothing after it. Never raises."""
+    try:
+        r = _Reader(signature, "signature")
+        sig_alg = r.text("signature algorithm")
+        value = r.string()
+        r.end()
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(value, data)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            v = _Reader(value, "signature")
+            big_r = int.from_bytes(v.string(), "big", signed=True)
+            big_s = int.from_bytes(v.string(), "big", signed=True)
+            v.end()
+            if big_r <= 0 or big_s <= 0:
+                return False
+            key.verify(encode_dss_signature(big_r, big_s), data, ec.ECDSA(_ECDSA_CURVES[sig_alg][1]))
+        else:
+            key.verify(value, data, padding.PKCS1v15(), _RSA_HASHES[sig_alg])
+    except (InvalidSignature, ActionFormatError, ValueError, TypeError, KeyError):
+        return False
+    return True
+
+
+def _mpint(value: int) -> bytes:
+    """SSH mpint of a non-negative integer: minimal big-endian two's complement, length-prefixed."""
+    return _string(value.to_bytes((value.bit_length() + 8) // 8, "big") if value else b"")
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A private key loaded from a file, ready to sign: :func:`load_signing_key`."""
+
+    public_key: PublicKey
+    _private: _PrivateKeyObject
+
+    def sign(self, message: bytes, namespace: str) -> bytes:
+        """The armored SSHSIG of ``message`` in ``namespace`` (RSA keys: ``rsa-sha2-512``)."""
+        data = signed_data(message, namespace)
+        key = self._private
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            value = key.sign(data)
+        elif isinstance(key, ec.EllipticCurvePrivateKey):
+            algorithm = ec.ECDSA(_ECDSA_CURVES[self.public_key.key_type][1])
+            big_r, big_s = decode_dss_signature(key.sign(data, algorithm))
+            value = _mpint(big_r) + _mpint(big_s)
+        else:
+            value = key.sign(data, padding.PKCS1v15(), hashes.SHA512())
+        signature = _string(_sig_alg_for(self.public_key.key_type)) + _string(value)
+        return armor(_assemble(self.public_key.blob, namespace, signature))
+
+
+Passphrase = str | bytes | Callable[[], str | bytes] | None
+
+
+def load_signing_key(key_path: str | os.PathLike[str], passphrase: Passphrase = None) -> SigningKey:
+    """Read an OpenSSH-format or PEM (PKCS#1, PKCS#8, SEC1) private key file.
+
+    ``passphrase`` is used only when the key is encrypted; it may be a callable, then called once,
+    only in that case (a terminal prompt). Raises ConfigError if the file is missing, unreadable,
+    encrypted without a passphrase, the passphrase is wrong, or the key type is unsupported (the
+    same rules as :func:`parse_public_key`, e.g. RSA below 2048 bits).
+    """
+    path = os.fspath(key_path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_KEY_FILE + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read key file {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_KEY_FILE:
+        raise ConfigError(f"cannot load key file {path}: larger than {MAX_KEY_FILE} bytes")
+    try:
+        key = _load_private(data, None)
+    except TypeError:  # encrypted
+        secret = passphrase() if callable(passphrase) else passphrase
+        if secret is None:
+            raise ConfigError(f"key file {path} is encrypted: a passphrase is needed") from None
+        try:
+            key = _load_private(data, secret.encode() if isinstance(secret, str) else secret)
+        except (ValueError, TypeError):
+            raise ConfigError(f"wrong passphrase for key file {path}") from None
+        except UnsupportedAlgorithm as exc:
+            raise ConfigError(f"cannot load key file {path}: {exc}") from None
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(f"cannot load key file {path}: {exc}") from None
+    if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ConfigError(f"key file {path}: unsupported key type; use one of {KEY_TYPES}")
+    try:
+        line = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        public = parse_public_key(line.decode("ascii"))
+    except (ValueError, UnsupportedAlgorithm):  # e.g. an EC curve SSH has no name for
+        raise ConfigError(f"key file {path}: unsupported key type; use one of {KEY_TYPES}") from None
+    except ActionFormatError as exc:
+        raise ConfigError(f"key file {path}: {exc}") from None
+    return SigningKey(public, key)
+
+
+def _load_private(data: bytes, password: bytes | None) -> object:
+    """cryptography's loaders; TypeError = encrypted and no password (or the reverse)."""
+    if data.lstrip().startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
+        return serialization.load_ssh_private_key(data, password)
+    if data.lstrip().startswith(b"-----BEGIN "):
+        return serialization.load_pem_private_key(data, password)
+    if data[:1] == b"\x30":  # DER
+        return serialization.load_der_private_key(data, password)
+    raise ValueError("not a private key (OpenSSH or PEM format expected)")
 
 
 def fingerprint(public_key: str) -> str:
@@ -358,27 +508,10 @@ def sign_file(
     file is missing, unreadable, encrypted without a passphrase, the passphrase is wrong, or the
     key type is unsupported.
     """
-    path = os.fspath(key_path)
-    try:
-        key = asyncssh.read_private_key(path, passphrase)
-    except OSError as exc:
-        raise ConfigError(f"cannot read key file {path}: {exc.strerror or exc}") from None
-    except asyncssh.KeyEncryptionError:
-        raise ConfigError(f"wrong passphrase for key file {path}") from None
-    except (asyncssh.KeyImportError, ValueError) as exc:
-        if passphrase is None and "assphrase" in str(exc):
-            raise ConfigError(f"key file {path} is encrypted: a passphrase is needed") from None
-        raise ConfigError(f"cannot load key file {path}: {exc}") from None
-    public_blob = bytes(key.public_data)
-    try:
-        key_type = _check_key_blob(public_blob, f"key file {path}")
-    except ActionFormatError as exc:
-        raise ConfigError(str(exc)) from None
-    raw = key.sign(signed_data(message, namespace), _sig_alg_for(key_type))
-    return armor(_assemble(public_blob, namespace, bytes(raw)))
+    return load_signing_key(key_path, passphrase).sign(message, namespace)
 
 
-async def sign_agent(
+def sign_agent_sync(
     message: bytes, namespace: str, public_key: str | None = None, agent_path: str | None = None
 ) -> bytes:
     """Sign ``message`` with a key held by ssh-agent; returns the armored SSHSIG.
@@ -387,43 +520,43 @@ async def sign_agent(
     selects the key; without it the agent's first supported key is used. RSA keys sign with
     ``rsa-sha2-512``. The agent's signature is verified before it is returned. Raises ConfigError
     when there is no agent, the key is not in it, or the agent refuses to sign; SignatureInvalid if
-    the agent returns a signature that does not verify.
+    the agent returns a signature that does not verify. Blocks (a confirmed key waits for the user).
     """
+    from gatekeeper.client.sshagent import SSH_AGENT_RSA_SHA2_512, AgentClient
+
     path = agent_path or os.environ.get("SSH_AUTH_SOCK", "")
     if not path:
         raise ConfigError("no ssh-agent: SSH_AUTH_SOCK is not set (or give a key file)")
     wanted = parse_public_key(public_key) if public_key else None
-    data = signed_data(message, namespace)
-    try:
-        async with asyncssh.connect_agent(path) as agent:
-            keys = await agent.get_keys()
-            chosen: SSHAgentKeyPair | None = None
-            for k in keys:
-                if not isinstance(k, SSHAgentKeyPair):  # pragma: no cover - get_keys() returns these
-                    continue
-                blob = bytes(k.public_data)
-                if wanted is not None:
-                    if blob == wanted.blob:
-                        chosen = k
-                        break
-                    continue
-                try:
-                    _check_key_blob(blob)
-                except ActionFormatError:
-                    continue
-                chosen = k
-                break
-            if chosen is None:
-                if wanted is not None:
-                    raise ConfigError(f"ssh-agent at {path} does not hold key {wanted.fingerprint()}")
-                raise ConfigError(f"ssh-agent at {path} holds no supported key ({', '.join(KEY_TYPES)})")
-            public_blob = bytes(chosen.public_data)
-            key_type = _check_key_blob(public_blob)
-            if key_type == "ssh-rsa":
-                chosen.set_sig_algorithm(b"rsa-sha2-512")
-            raw = bytes(await chosen.sign_async(data))
-    except (OSError, ValueError) as exc:  # asyncssh reports agent failures as ValueError
-        raise ConfigError(f"ssh-agent at {path}: {exc}") from None
-    armored = armor(_assemble(public_blob, namespace, raw))
+    with AgentClient(path) as agent:
+        chosen: PublicKey | None = None
+        for blob, _comment in agent.identities():
+            if wanted is not None:
+                if blob == wanted.blob:
+                    chosen = wanted
+                    break
+                continue
+            try:
+                chosen = PublicKey(_check_key_blob(blob), blob)
+            except ActionFormatError:
+                continue
+            break
+        if chosen is None:
+            if wanted is not None:
+                raise ConfigError(f"ssh-agent at {path} does not hold key {wanted.fingerprint()}")
+            raise ConfigError(f"ssh-agent at {path} holds no supported key ({', '.join(KEY_TYPES)})")
+        flags = SSH_AGENT_RSA_SHA2_512 if chosen.key_type == "ssh-rsa" else 0
+        signature = agent.sign(chosen.blob, signed_data(message, namespace), flags)
+    armored = armor(_assemble(chosen.blob, namespace, signature))
     verify(message, armored, namespace)
     return armored
+
+
+async def sign_agent(
+    message: bytes, namespace: str, public_key: str | None = None, agent_path: str | None = None
+) -> bytes:
+    """:func:`sign_agent_sync` for async callers: the agent conversation runs in a worker thread,
+    so a key that needs the user's confirmation does not block the event loop."""
+    import asyncio
+
+    return await asyncio.to_thread(sign_agent_sync, message, namespace, public_key, agent_path)

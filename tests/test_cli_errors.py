@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 import gatekeeper.errors as errors
-from gatekeeper.client import sshclient, submit
 from gatekeeper.cli import main
+from gatekeeper.client import sshclient, submit
 
 
 def test_every_public_error_is_drawn_in_the_module_docstring() -> None:

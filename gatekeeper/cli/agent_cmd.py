@@ -9,7 +9,6 @@ next to them by their own ``_register_*`` functions.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -70,6 +69,8 @@ def _register_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
     from gatekeeper.agent.config import load_config
     from gatekeeper.agent.wiring import serve
 

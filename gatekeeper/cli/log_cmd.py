@@ -13,20 +13,25 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import json
-import logging
 import os
-import signal
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from personality.errors import ConfigError, FormatError, PersonalityError, StorageError
 
-_LOGGER = logging.getLogger("gk.log")
+if TYPE_CHECKING:
+    import logging
+
+
+def _logger() -> logging.Logger:
+    """The ``gk.log`` logger (``logging`` is imported here: registering ``gk log`` must stay cheap)."""
+    import logging
+
+    return logging.getLogger("gk.log")
 
 
 def _wrap(text: str) -> str:
@@ -217,7 +222,7 @@ def _load_signer(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the signing key {path}: {exc}") from None
     if st.st_mode & 0o077:
-        _LOGGER.warning(
+        _logger().warning(
             "signing key %s is readable by other users (mode %o); chmod 600 it", path, st.st_mode & 0o777
         )
     try:
@@ -238,6 +243,9 @@ def _key(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import asyncio  # here, not at the top: every gk command imports this module to register it
+    import signal
+
     from personality.config import load_config, parse_listen
     from personality.log import AcceptAny, Admission, Log
     from personality.server import serve
@@ -245,14 +253,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.dir)
     host, port = parse_listen(args.listen or cfg.server.listen)
+    import logging
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signer = _load_signer(cfg.key_file)
     if signer.name != cfg.origin:
-        _LOGGER.warning("key name %r differs from origin %r", signer.name, cfg.origin)
+        _logger().warning("key name %r differs from origin %r", signer.name, cfg.origin)
     admission: Admission
     if args.accept_any or (not args.allowed_signers and cfg.server.admission == "accept-any"):
         admission = AcceptAny()
-        _LOGGER.warning(
+        _logger().warning(
             "ADMISSION DISABLED (accept-any): this log accepts ANY entry from ANYONE who can reach it. "
             "Use --allowed-signers FILE for a Gatekeeper log."
         )
@@ -266,7 +276,7 @@ def _serve(args: argparse.Namespace) -> int:
                 f"the gatekeeper action check is not available ({exc}); use --accept-any"
             ) from None
         admission = ActionAdmission(signers)
-        _LOGGER.info("admission: gatekeeper actions signed by a key in %s", signers)
+        _logger().info("admission: gatekeeper actions signed by a key in %s", signers)
     if not cfg.database.exists():
         raise ConfigError(f"{cfg.database} does not exist; create the log with `gk log init`")
     seq, tiles = open_sqlite(cfg.database)
@@ -284,7 +294,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
 
     def ready(url: str) -> None:
-        _LOGGER.info("log %r at size %d", log.origin, log.size)
+        _logger().info("log %r at size %d", log.origin, log.size)
         print(f"gk log: listening on {url}", flush=True)
 
     async def main() -> None:
@@ -298,7 +308,7 @@ def _serve(args: argparse.Namespace) -> int:
         asyncio.run(main())
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from None
-    _LOGGER.info("stopped")
+    _logger().info("stopped")
     return 0
 
 

@@ -4,20 +4,20 @@ authenticates the SSH session (the host requires the two to be the same key).
 A key comes from a private key file (asked for its passphrase on the terminal when encrypted) or
 from ssh-agent (``$SSH_AUTH_SOCK``). Signing delegates to :mod:`gatekeeper.sshsig`; nothing here
 parses signatures. Errors are :class:`~gatekeeper.errors.ConfigError` (exit 78).
+
+No SSH library is imported here: key files are read with ``cryptography`` (once per identity, so
+an encrypted key is decrypted once for every signature), the agent is spoken to with
+:mod:`gatekeeper.client.sshagent`, and paramiko only when the key must authenticate an SSH session.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import getpass
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import asyncssh
 
 from gatekeeper import sshsig
 from gatekeeper.action import NAMESPACE
@@ -40,6 +40,7 @@ class Identity:
     passphrase: str | None = None
     agent_path: str | None = None
     _agent: Any = field(default=None, repr=False, compare=False)  # paramiko.Agent, while in use
+    _signing_key: sshsig.SigningKey | None = field(default=None, repr=False, compare=False)
 
     def close(self) -> None:
         """Close the ssh-agent connection opened by :meth:`paramiko_key` (idempotent)."""
@@ -58,8 +59,10 @@ class Identity:
     def sign(self, message: bytes) -> bytes:
         """The armored SSHSIG of ``message`` in the action namespace. Raises ConfigError."""
         if self.key_file is not None:
-            return sshsig.sign_file(message, NAMESPACE, self.key_file, self.passphrase)
-        return asyncio.run(sshsig.sign_agent(message, NAMESPACE, self.public_key, self.agent_path))
+            if self._signing_key is None:
+                self._signing_key = sshsig.load_signing_key(self.key_file, self.passphrase)
+            return self._signing_key.sign(message, NAMESPACE)
+        return sshsig.sign_agent_sync(message, NAMESPACE, self.public_key, self.agent_path)
 
     def paramiko_key(self) -> paramiko.PKey:
         """The same key for SSH user authentication (a paramiko key, or an agent key whose agent
@@ -96,24 +99,20 @@ def from_file(path: Path, passphrase: str | None = None, prompt: bool = True) ->
     """Load a private key file (``~`` expanded). An encrypted key without ``passphrase`` is
     unlocked with a terminal prompt when ``prompt`` is true, else ConfigError."""
     path = Path(os.path.expanduser(path))
-    try:
-        key = asyncssh.read_private_key(str(path), passphrase)
-    except OSError as exc:
-        raise ConfigError(f"cannot read key file {path}: {exc.strerror or exc}") from None
-    except asyncssh.KeyEncryptionError:
-        raise ConfigError(f"wrong passphrase for key file {path}") from None
-    except (asyncssh.KeyImportError, ValueError) as exc:
-        if passphrase is None and "assphrase" in str(exc):
-            if not prompt:
-                raise ConfigError(f"key file {path} is encrypted and no passphrase was given") from None
-            try:
-                entered = getpass.getpass(f"Enter passphrase for key {path}: ")
-            except (EOFError, OSError):
-                raise ConfigError(f"key file {path} is encrypted and there is no terminal to ask") from None
-            return from_file(path, entered, prompt=False)
-        raise ConfigError(f"cannot load key file {path}: {exc}") from None
-    public = key.export_public_key("openssh").decode("ascii")
-    return Identity(_checked(public, str(path)), key_file=path, passphrase=passphrase)
+    entered: list[str] = []
+
+    def ask() -> str:
+        if not prompt:
+            raise ConfigError(f"key file {path} is encrypted and no passphrase was given")
+        try:
+            entered.append(getpass.getpass(f"Enter passphrase for key {path}: "))
+        except (EOFError, OSError):
+            raise ConfigError(f"key file {path} is encrypted and there is no terminal to ask") from None
+        return entered[0]
+
+    key = sshsig.load_signing_key(path, passphrase if passphrase is not None else ask)
+    secret = passphrase if passphrase is not None else (entered[0] if entered else None)
+    return Identity(key.public_key.openssh(), key_file=path, passphrase=secret, _signing_key=key)
 
 
 def _checked(public: str, where: str) -> str:
@@ -121,12 +120,6 @@ def _checked(public: str, where: str) -> str:
         return sshsig.parse_public_key(public).openssh()
     except ActionFormatError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-
-
-async def _list_agent(path: str) -> list[str]:
-    async with asyncssh.connect_agent(path) as agent:
-        keys: Sequence[Any] = await agent.get_keys()
-        return [_openssh_line(bytes(k.public_data)) for k in keys]
 
 
 def _openssh_line(blob: bytes) -> str:
@@ -141,10 +134,10 @@ def agent_keys(agent_path: str | None = None) -> list[str]:
     path = agent_path or os.environ.get("SSH_AUTH_SOCK", "")
     if not path:
         raise ConfigError("no ssh-agent: SSH_AUTH_SOCK is not set (or give a key file with --key)")
-    try:
-        listed = asyncio.run(_list_agent(path))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"ssh-agent at {path}: {exc}") from None
+    from gatekeeper.client.sshagent import AgentClient
+
+    with AgentClient(path, timeout=10.0) as agent:
+        listed = [_openssh_line(blob) for blob, _comment in agent.identities()]
     out = []
     for line in listed:
         try:

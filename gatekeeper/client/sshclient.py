@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import paramiko
-
 from gatekeeper.client import knownhosts
+from gatekeeper.client._paramiko import paramiko
 from gatekeeper.errors import ConfigError, GatekeeperError, HostKeyChanged, HostKeyUnknown, SSHError
 
 __all__ = [
