@@ -93,7 +93,11 @@ class Journal:
     an existing file is tightened to 0600. Thread-safe. ``append`` raises ``OSError`` when the line
     cannot be made durable, and ``TypeError``/``ValueError`` for a record that is not a JSON object
     of at most ``MAX_RECORD_BYTES``; callers that must fail closed treat any exception as "not
-    journalled"."""
+    journalled".
+
+    The file stays open between appends. A long-running writer (the agent) calls :meth:`reopen`
+    on ``SIGHUP``, so that logrotate can move the file away and signal it (docs/verification.md,
+    "Journal rotation")."""
 
     def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
@@ -101,24 +105,43 @@ class Journal:
         self._lock = threading.Lock()
         self._fd: int | None = None
 
+    def _open_path(self) -> int:
+        """A new descriptor on ``path`` (created 0600, its directory entry fsynced, if missing)."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            if created:  # make the new directory entry durable too
+                dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     def _open(self) -> int:
         if self._fd is None:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            created = not self.path.exists()
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                os.fchmod(fd, 0o600)
-                if created:  # make the new directory entry durable too
-                    dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-                    try:
-                        os.fsync(dfd)
-                    finally:
-                        os.close(dfd)
-            except BaseException:
-                os.close(fd)
-                raise
-            self._fd = fd
+            self._fd = self._open_path()
         return self._fd
+
+    def reopen(self) -> None:
+        """Write to whatever file is at ``path`` from now on: the second half of log rotation.
+
+        logrotate (without ``copytruncate``) renames the journal, then signals the agent, which
+        calls this on ``SIGHUP``; records appended in between went to the renamed file, durably.
+        The path is opened first (created 0600, its directory entry fsynced, when it was moved
+        away) and only then is the old descriptor closed: if the path cannot be opened this
+        raises ``OSError`` and appends keep going to the old file, so no record is lost. Also
+        reopens a closed journal. Thread-safe: an append in progress finishes in the old file."""
+        with self._lock:
+            fd = self._open_path()
+            old, self._fd = self._fd, fd
+            if old is not None:
+                os.close(old)
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Write ``record`` (plus ``"time"`` if absent) as one line; durable when this returns."""

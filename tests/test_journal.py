@@ -118,3 +118,77 @@ def test_decision_record_for_refusal_allowed_and_exit() -> None:
 def test_utc_timestamp() -> None:
     assert utc_timestamp(0) == "1970-01-01T00:00:00.000Z"
     assert utc_timestamp(1_700_000_000.999) == "2023-11-14T22:13:20.999Z"
+
+
+def test_reopen_after_logrotate_moved_the_file(tmp_path: Path) -> None:
+    """logrotate's move-then-signal: records before the move stay in the moved file, records
+    between the move and reopen() go there too (the descriptor follows the file), and records
+    after reopen() go to a new private file at the original path."""
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    journal.append({"n": 1})
+    rotated = tmp_path / "journal.jsonl.1"
+    os.rename(path, rotated)
+    journal.append({"n": 2})  # before the signal arrives
+    assert not path.exists()
+    journal.reopen()
+    assert path.exists() and stat.S_IMODE(os.stat(path).st_mode) == 0o600  # created at once
+    journal.append({"n": 3})
+    journal.close()
+    assert [r["n"] for r in read_journal(rotated)] == [1, 2]
+    assert [r["n"] for r in read_journal(path)] == [3]
+
+
+def test_reopen_in_place_and_after_close_keeps_appending(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    journal.reopen()  # never appended yet: opens (creates) the file
+    journal.append({"n": 1})
+    journal.reopen()  # not rotated: the same file, appended to
+    journal.append({"n": 2})
+    journal.close()
+    journal.reopen()  # a closed journal opens again
+    journal.append({"n": 3})
+    journal.close()
+    assert [r["n"] for r in read_journal(path)] == [1, 2, 3]
+    assert len(os.listdir(tmp_path)) == 1
+
+
+def test_failed_reopen_keeps_writing_to_the_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    journal.append({"n": 1})
+    rotated = tmp_path / "journal.jsonl.1"
+    os.rename(path, rotated)
+    path.mkdir()  # the path cannot be opened as a file
+    with pytest.raises(OSError):
+        journal.reopen()
+    journal.append({"n": 2})  # not lost: still the old descriptor
+    journal.close()
+    assert [r["n"] for r in read_journal(rotated)] == [1, 2]
+
+
+def test_reopen_while_other_threads_append_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    done = threading.Event()
+
+    def worker(n: int) -> None:
+        for i in range(100):
+            journal.append({"worker": n, "i": i})
+        done.set()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    generation = 0
+    while not done.is_set() and generation < 20:
+        if path.exists():  # the workers may not have appended yet
+            generation += 1
+            os.rename(path, tmp_path / f"journal.jsonl.{generation}")
+        journal.reopen()
+    for t in threads:
+        t.join()
+    journal.close()
+    records = [r for f in sorted(tmp_path.iterdir()) for r in read_journal(f)]
+    assert sorted((r["worker"], r["i"]) for r in records) == [(n, i) for n in range(3) for i in range(100)]
