@@ -104,10 +104,6 @@ KNOWN_BUGS: tuple[KnownBug, ...] = (
     ),
     KnownBug("client_config", RuntimeError, "home directory",
              "gatekeeper/client/config.py: key/state = '~nosuchuser/x' -> Path.expanduser RuntimeError"),
-    KnownBug("monitor_rules", OverflowError, "",
-             "gatekeeper/monitor/rules.py: command = 'a{4294967296}' -> re.compile OverflowError"),
-    KnownBug("monitor_rules", RecursionError, "",
-             "gatekeeper/monitor/rules.py: deeply nested regex -> re.compile RecursionError"),
     KnownBug("agent_config", ValueError, "invalid literal for int()",
              "gatekeeper/agent/config.py parse_listen: listen = '127.0.0.1:\u00b2' (a Unicode digit passes "
              "str.isdigit) -> int() ValueError"),

@@ -34,26 +34,6 @@ def test_client_config_unknown_user_home(tmp_path: Path, setting: str) -> None:
         load_config(path, env={})
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="gatekeeper/monitor/rules.py _regex(): re.compile raises OverflowError for a "
-                          "repeat count >= 2**32 ('a{4294967296}'); only re.error is caught")
-def test_monitor_rule_huge_repeat() -> None:
-    from gatekeeper.monitor.rules import parse_rules
-
-    with pytest.raises(ConfigError):
-        parse_rules('[[rule]]\nname = "r"\ncommand = "a{4294967296}"\n')
-
-
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="gatekeeper/monitor/rules.py _regex(): re.compile raises RecursionError for "
-                          "2000 nested groups; only re.error is caught")
-def test_monitor_rule_deep_regex() -> None:
-    from gatekeeper.monitor.rules import parse_rules
-
-    with pytest.raises(ConfigError):
-        parse_rules('[[rule]]\nname = "r"\ncommand = "' + "(" * 2000 + ")" * 2000 + '"\n')
-
-
 @pytest.mark.xfail(strict=True, raises=ValueError,
                    reason="gatekeeper/agent/config.py parse_listen(): str.isdigit() accepts digits int() "
                           "refuses ('\u00b2', '\u2460'), then int() raises ValueError; should be ConfigError "
@@ -161,3 +141,33 @@ def test_log_server_client_gone_mid_body(tmp_path: Path) -> None:
         server.stop()
     assert "unhandled error" not in server.stderr(), server.stderr()[-3000:]
     assert "Traceback" not in server.stderr(), server.stderr()[-3000:]
+
+
+def test_monitor_rule_huge_repeat() -> None:
+    """gatekeeper/monitor/rules.py _regex: a repeat count >= 2**32 made re.compile raise
+    OverflowError (only re.error was caught); now a ConfigError naming the rule and the field."""
+    from gatekeeper.monitor.rules import parse_rules
+
+    with pytest.raises(ConfigError, match=r"rule 1 \('r'\): 'command' is not a valid regular expression"):
+        parse_rules('[[rule]]\nname = "r"\ncommand = "a{4294967296}"\n')
+
+
+@pytest.mark.parametrize("depth", [600, 2000])
+def test_monitor_rule_deep_regex(depth: int) -> None:
+    """gatekeeper/monitor/rules.py _regex: deeply nested groups made re.compile raise
+    RecursionError; now a ConfigError."""
+    from gatekeeper.monitor.rules import parse_rules
+
+    with pytest.raises(ConfigError, match=r"'reason' is nested too deeply"):
+        parse_rules('[[rule]]\nname = "r"\nreason = "' + "(" * depth + ")" * depth + '"\n')
+
+
+def test_monitor_rule_regex_length_bound() -> None:
+    """gatekeeper/monitor/rules.py _regex: a pattern longer than MAX_REGEX is refused before
+    re.compile sees it; one at the bound compiles."""
+    from gatekeeper.monitor.rules import MAX_REGEX, parse_rules
+
+    ok = parse_rules('[[rule]]\nname = "r"\ncommand = "' + "a" * MAX_REGEX + '"\n')
+    assert ok.rules[0].command is not None
+    with pytest.raises(ConfigError, match=f"'command' is longer than {MAX_REGEX} characters"):
+        parse_rules('[[rule]]\nname = "r"\ncommand = "' + "a" * (MAX_REGEX + 1) + '"\n')

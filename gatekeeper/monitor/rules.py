@@ -77,6 +77,9 @@ _KNOWN = {
 }
 _CONDITIONS = _KNOWN - {"name", "severity", "message", "timezone"}
 MAX_RULES = 10_000
+#: Longest ``command`` / ``reason`` pattern, in characters (a rule is a short expression; the bound
+#: keeps a hostile rules file from making :func:`re.compile` work or recurse without end).
+MAX_REGEX = 4096
 
 
 def severity_rank(severity: str) -> int:
@@ -287,10 +290,15 @@ def _regex(t: dict[str, Any], key: str, where: str) -> re.Pattern[str] | None:
     if key not in t:
         return None
     pattern = _str(t, key, where, "")
+    if len(pattern) > MAX_REGEX:
+        raise ConfigError(f"{where}: {key!r} is longer than {MAX_REGEX} characters")
     try:
         return re.compile(pattern)
-    except re.error as exc:
+    except (re.error, OverflowError, ValueError) as exc:
+        # OverflowError: a repeat count past the engine's limit ("a{4294967296}")
         raise ConfigError(f"{where}: {key!r} is not a valid regular expression: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: {key!r} is nested too deeply to compile") from None
 
 
 _HHMM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
