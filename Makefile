@@ -41,7 +41,7 @@ bench-full: system-deps $(STAMP)
 # coverage-guided runs of the same parser targets (~30 min).
 fuzz: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,fuzz]'
-	GK_FUZZ_EXAMPLES=$${GK_FUZZ_EXAMPLES:-20000} $(PY) -m pytest -q --timeout=3600 tests/test_hostile_parsers.py tests/test_hostile_config.py tests/test_hostile_proofs.py tests/test_hostile_http.py
+	GK_FUZZ_EXAMPLES=$${GK_FUZZ_EXAMPLES:-20000} $(PY) -m pytest -q --timeout=3600 tests/test_hostile_parsers.py tests/test_hostile_config.py tests/test_hostile_proofs.py tests/test_hostile_http.py tests/test_action.py tests/test_bundle.py tests/test_verify_core.py
 	for t in $$($(PY) fuzz/atheris_fuzz.py --list | cut -d' ' -f2-); do \
 		$(PY) fuzz/atheris_fuzz.py $$t -max_total_time=60 -timeout=10 -artifact_prefix=fuzz/ || exit 1; \
 	done
