@@ -99,7 +99,8 @@ def test_parse_listen(text: str, expected: tuple[str, int]) -> None:
     assert parse_listen(text) == expected
 
 
-@pytest.mark.parametrize("text", ["2222", "127.0.0.1:", ":22", "127.0.0.1:x", "[::1]22", "::1:22"])
+@pytest.mark.parametrize("text", ["2222", "127.0.0.1:", ":22", "127.0.0.1:x", "[::1]22", "::1:22",
+                                  "127.0.0.1:\u00b2", "127.0.0.1:8\u2460", "[::1]:\u0662\u0662"])
 def test_parse_listen_rejects(text: str) -> None:
     with pytest.raises(ConfigError):
         parse_listen(text)

@@ -78,6 +78,8 @@ def test_all_settings(tmp_path: Path) -> None:
         ('key = "/k"\nagent = true\n', "not both"),
         ("timeout = 0\n", "timeout"),
         ("log = \n", "not valid TOML"),
+        ('key = "~nosuchuser-gk/id"\n', r"key '~nosuchuser-gk/id': cannot expand '~' \(no such user\)"),
+        ('state = "~nosuchuser-gk/st"\n', "state '~nosuchuser-gk/st': cannot expand"),
     ],
 )
 def test_bad_files_are_refused_with_a_reason(tmp_path: Path, text: str, message: str) -> None:

@@ -252,7 +252,7 @@ def parse_listen(text: str) -> tuple[str, int]:
         host, sep, port_text = text.rpartition(":")
         if ":" in host:
             raise ConfigError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:2222")
-    if not sep or not host or not port_text.isdigit() or len(port_text) > 5:
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:
         raise ConfigError(f"{text!r} is not ADDRESS:PORT")
     try:
         ipaddress.ip_address(host)

@@ -146,10 +146,10 @@ def _from_table(table: dict[str, Any], file: Path) -> ClientConfig:
         log_url=table.get("log"),
         log_key=table.get("log_key"),
         origin=table.get("origin"),
-        key_file=_path(table.get("key")),
+        key_file=_path(table.get("key"), f"{file}: key"),
         agent=bool(table.get("agent", False)),
         window=int(table.get("window", DEFAULT_WINDOW)),
-        state_file=_path(table.get("state")),
+        state_file=_path(table.get("state"), f"{file}: state"),
         timeout=float(table.get("timeout", DEFAULT_TIMEOUT)),
         source=file,
     )
@@ -160,8 +160,13 @@ def _from_table(table: dict[str, Any], file: Path) -> ClientConfig:
     return cfg
 
 
-def _path(value: str | None) -> Path | None:
-    return Path(value).expanduser() if value else None
+def _path(value: str | None, what: str) -> Path | None:
+    if not value:
+        return None
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # "~someone/..." for an unknown user
+        raise ConfigError(f"{what} {value!r}: cannot expand '~' (no such user)") from None
 
 
 def _validate(cfg: ClientConfig) -> None:
