@@ -107,8 +107,6 @@ KNOWN_BUGS: tuple[KnownBug, ...] = (
     KnownBug("agent_config", ValueError, "invalid literal for int()",
              "gatekeeper/agent/config.py parse_listen: listen = '127.0.0.1:\u00b2' (a Unicode digit passes "
              "str.isdigit) -> int() ValueError"),
-    KnownBug("log_client_json", RecursionError, "",
-             "personality/client.py _json: deeply nested JSON from the log -> RecursionError"),
 )
 
 

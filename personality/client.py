@@ -228,8 +228,8 @@ class HTTPTransport:
             obj = json.loads(data) if data.startswith(b"{") else None
             if isinstance(obj, dict) and isinstance(obj.get("message"), str):
                 message = obj["message"]
-        except ValueError:
-            pass
+        except (ValueError, RecursionError):
+            pass  # not the JSON error contract: the raw text above serves as the message
         status = resp.status_code
         where = f"{method} {path}: HTTP {status}" + (f": {message}" if message else "")
         if status in (429, 503) and resp.headers.get("Retry-After", "").isdigit():
@@ -317,6 +317,8 @@ def _json(data: bytes, what: str) -> dict[str, Any]:
         obj = json.loads(data)
     except ValueError:
         raise FormatError(f"{what} response is not JSON") from None
+    except RecursionError:  # json.loads recurses once per nesting level ("[[[[...")
+        raise FormatError(f"{what} response is JSON nested too deeply") from None
     if not isinstance(obj, dict):
         raise FormatError(f"{what} response is not a JSON object")
     return obj

@@ -9,8 +9,10 @@ Bugs already fixed stay at the end of the file as regression tests.
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fuzz import targets as T  # noqa: E402
 from gatekeeper.errors import ConfigError  # noqa: E402
-from personality.errors import FormatError, PersonalityError  # noqa: E402
+from personality.errors import FormatError  # noqa: E402
 
 
 @pytest.mark.xfail(strict=True, raises=RuntimeError,
@@ -45,23 +47,6 @@ def test_agent_listen_with_unicode_digit(port: str) -> None:
 
     with pytest.raises(ConfigError):
         parse_listen("127.0.0.1:" + port)
-
-
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="personality/client.py _json(): json.loads raises RecursionError on deeply nested "
-                          "JSON from a hostile log (only ValueError is caught); should be FormatError")
-@pytest.mark.parametrize("call", ["add", "inclusion_proof", "consistency_proof"])
-def test_log_client_deeply_nested_json(call: str) -> None:
-    from personality.client import LogClient
-
-    client = LogClient(T._OneAnswer(b"[" * 100_000))  # type: ignore[arg-type]
-    with pytest.raises(PersonalityError):
-        if call == "add":
-            client.add(b"entry")
-        elif call == "inclusion_proof":
-            client.inclusion_proof(3, 7)
-        else:
-            client.consistency_proof(3, 7)
 
 
 @pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
@@ -171,3 +156,53 @@ def test_monitor_rule_regex_length_bound() -> None:
     assert ok.rules[0].command is not None
     with pytest.raises(ConfigError, match=f"'command' is longer than {MAX_REGEX} characters"):
         parse_rules('[[rule]]\nname = "r"\ncommand = "' + "a" * (MAX_REGEX + 1) + '"\n')
+
+
+@pytest.mark.parametrize("call", ["add", "inclusion_proof", "inclusion_proof_by_hash", "consistency_proof"])
+def test_log_client_deeply_nested_json(call: str) -> None:
+    """personality/client.py _json: a hostile log answering ``[[[[...`` 100,000 deep made
+    json.loads raise RecursionError (only ValueError was caught); now a FormatError."""
+    from personality.client import LogClient
+    from personality.tlog import merkle
+
+    client = LogClient(T._OneAnswer(b"[" * 100_000))
+    with pytest.raises(FormatError, match="nested too deeply"):
+        if call == "add":
+            client.add(b"entry")
+        elif call == "inclusion_proof":
+            client.inclusion_proof(3, 7)
+        elif call == "inclusion_proof_by_hash":
+            client.inclusion_proof_by_hash(merkle.leaf_hash(b"entry"), 7)
+        else:
+            client.consistency_proof(3, 7)
+
+
+def test_log_client_deeply_nested_error_body() -> None:
+    """personality/client.py HTTPTransport: an error answer whose body is deeply nested JSON is
+    reported with the status's error class and the raw text, not a RecursionError."""
+    import requests
+    from requests.adapters import BaseAdapter
+
+    from personality.client import HTTPTransport
+
+    body = b'{"message": ' + b"[" * 100_000
+
+    class Hostile(BaseAdapter):
+        def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
+                 verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:
+            resp = requests.Response()
+            resp.status_code = 400
+            resp.headers["Content-Type"] = "application/json"
+            resp.raw = io.BytesIO(body)
+            resp.request = request
+            resp.url = request.url or ""
+            return resp
+
+        def close(self) -> None:
+            pass
+
+    session = requests.Session()
+    session.mount("http://", Hostile())
+    with HTTPTransport("http://log.invalid", session=session) as transport:
+        with pytest.raises(FormatError, match=r"GET checkpoint: HTTP 400: \{\"message\": \[\[\["):
+            transport.get("checkpoint")
