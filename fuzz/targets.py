@@ -96,12 +96,6 @@ class KnownBug:
 
 
 KNOWN_BUGS: tuple[KnownBug, ...] = (
-    *(
-        KnownBug(t, UnicodeEncodeError, "surrogates not allowed",
-                 "personality/tlog/note.py key_id: a key name with a lone surrogate (argv/environ text) "
-                 "-> UnicodeEncodeError from name.encode('utf-8')")
-        for t in ("vkey", "skey", "cosig_vkey", "agent_config", "policy_toml")
-    ),
     KnownBug("client_config", RuntimeError, "home directory",
              "gatekeeper/client/config.py: key/state = '~nosuchuser/x' -> Path.expanduser RuntimeError"),
     KnownBug("agent_config", ValueError, "invalid literal for int()",

@@ -49,24 +49,6 @@ def test_agent_listen_with_unicode_digit(port: str) -> None:
         parse_listen("127.0.0.1:" + port)
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
-                   reason="personality/tlog/note.py key_id(): name.encode('utf-8') raises UnicodeEncodeError "
-                          "for a key name holding a lone surrogate (text from argv / os.environ is decoded "
-                          "with surrogateescape); valid_key_name should refuse it -> FormatError")
-@pytest.mark.parametrize("kind", ["vkey", "skey", "cosig_vkey"])
-def test_key_name_with_surrogate(kind: str) -> None:
-    from personality.tlog.cosig import parse_cosignature_vkey
-    from personality.tlog.note import parse_vkey, signer_from_skey
-
-    m = T.material()
-    valid = {"vkey": m.signer.verifier().vkey(), "skey": m.signer.skey(),
-             "cosig_vkey": m.cosigner.verifier().vkey()}[kind]
-    hostile = valid.replace("fuzz.example", "\udce6uzz.example").replace("witness.example", "w\udcffitness")
-    parse = {"vkey": parse_vkey, "skey": signer_from_skey, "cosig_vkey": parse_cosignature_vkey}[kind]
-    with pytest.raises(FormatError):
-        parse(hostile)
-
-
 def test_known_bugs_each_have_a_test() -> None:
     """Every entry of fuzz.targets.KNOWN_BUGS is demonstrated above (keeps the list honest)."""
     here = Path(__file__).read_text()
@@ -206,3 +188,38 @@ def test_log_client_deeply_nested_error_body() -> None:
     with HTTPTransport("http://log.invalid", session=session) as transport:
         with pytest.raises(FormatError, match=r"GET checkpoint: HTTP 400: \{\"message\": \[\[\["):
             transport.get("checkpoint")
+
+
+def _with_surrogates(text: str) -> str:
+    """``text`` with the log's and the witness's key names holding a lone surrogate (as argv or
+    environ text decoded with surrogateescape would)."""
+    hostile = text.replace("fuzz.example", "\udce6uzz.example").replace("witness.example", "w\udcffitness")
+    assert hostile != text
+    return hostile
+
+
+@pytest.mark.parametrize("kind", ["vkey", "skey", "cosig_vkey"])
+def test_key_name_with_surrogate(kind: str) -> None:
+    """personality/tlog/note.py key_id: a key name holding a lone surrogate made
+    name.encode('utf-8') raise UnicodeEncodeError; valid_key_name now refuses it -> FormatError."""
+    from personality.tlog.cosig import parse_cosignature_vkey
+    from personality.tlog.note import parse_vkey, signer_from_skey, valid_key_name
+
+    m = T.material()
+    valid = {"vkey": m.signer.verifier().vkey(), "skey": m.signer.skey(),
+             "cosig_vkey": m.cosigner.verifier().vkey()}[kind]
+    parse = {"vkey": parse_vkey, "skey": signer_from_skey, "cosig_vkey": parse_cosignature_vkey}[kind]
+    with pytest.raises(FormatError, match="not UTF-8"):
+        parse(_with_surrogates(valid))
+    assert not valid_key_name("\udce6uzz.example/log")
+    assert not valid_key_name("\ud800")
+    assert valid_key_name("caf\u00e9.example/log") and valid_key_name("\U0001f511.example")
+
+
+@pytest.mark.parametrize("name", ["agent_config", "policy_toml"])
+def test_config_key_name_with_surrogate(name: str) -> None:
+    """The same key names reached through the agent config and a HostPolicy table: a ConfigError
+    saying which key, not a UnicodeEncodeError."""
+    target = T.TARGETS[name]
+    with pytest.raises(ConfigError, match=r"keys.*not UTF-8"):
+        target.run(_with_surrogates(T.seeds(name)[0]))

@@ -60,7 +60,10 @@ class CosignatureVerifier:
 
     def __init__(self, name: str, public_key: Ed25519PublicKey) -> None:
         if not valid_key_name(name):
-            raise FormatError(f"cosigner name {name!r} is empty, too long, or contains a space or '+'")
+            raise FormatError(
+                f"cosigner name {name!r} is empty, too long, not UTF-8, "
+                "or has a space, '+' or control character"
+            )
         self._name = name
         self._public_key = public_key
         self._raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)

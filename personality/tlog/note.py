@@ -107,18 +107,22 @@ class NoteSigner(Protocol):
 
 
 def valid_key_name(name: str) -> bool:
-    """Non-empty, no Unicode space, no ``+``, no control character, bounded length."""
+    """Non-empty, no Unicode space, no ``+``, no control character, bounded length, and valid
+    UTF-8 once encoded: no lone surrogate (text from argv or the environment is decoded with
+    ``surrogateescape``, so undecodable bytes arrive as ``\\udc80``-``\\udcff``)."""
     return (
         isinstance(name, str)
         and 0 < len(name) <= MAX_NAME_LENGTH
         and "+" not in name
-        and not any(ch.isspace() or ch < " " for ch in name)
+        and not any(ch.isspace() or ch < " " or "\ud800" <= ch <= "\udfff" for ch in name)
     )
 
 
 def _check_name(name: str, what: str = "key name") -> None:
     if not valid_key_name(name):
-        raise FormatError(f"{what} {name!r} is empty, too long, or has a space, '+' or control character")
+        raise FormatError(
+            f"{what} {name!r} is empty, too long, not UTF-8, or has a space, '+' or control character"
+        )
 
 
 def key_id(name: str, alg: int, public_key: bytes) -> bytes:
