@@ -1,10 +1,11 @@
-"""Bugs the hostile-input suite found in other modules, one strict xfail test each.
+"""Bugs the hostile-input suite found in other modules: open ones first, one strict xfail each;
+fixed ones after, as regression tests.
 
-Each test states the contract (the module's own error class, never another exception) and fails
-today with the exception named in its reason. When the owner fixes the bug the test passes, the
-strict xfail turns it red: then delete the ``xfail`` marker here and the matching entry in
-``fuzz.targets.KNOWN_BUGS`` (which keeps the generic fuzz tests from tripping over it meanwhile).
-Bugs already fixed stay at the end of the file as regression tests.
+Each test states the contract (the module's own error class with a clear message, never another
+exception). An open bug's test fails today with the exception named in its reason and has an entry
+in ``fuzz.targets.KNOWN_BUGS`` (which keeps the generic fuzz tests from tripping over it meanwhile).
+When the owner fixes it the strict xfail turns red: then delete the ``xfail`` marker, move the test
+below, and delete the ``KNOWN_BUGS`` entry. None is open today.
 """
 
 from __future__ import annotations
@@ -23,32 +24,6 @@ from gatekeeper.errors import ConfigError  # noqa: E402
 from personality.errors import FormatError  # noqa: E402
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="gatekeeper/client/config.py _path(): Path.expanduser() raises RuntimeError "
-                          "for '~nosuchuser/...' (unknown user); should be ConfigError")
-@pytest.mark.parametrize("setting", ["key", "state"])
-def test_client_config_unknown_user_home(tmp_path: Path, setting: str) -> None:
-    from gatekeeper.client.config import load_config
-
-    path = tmp_path / "client.toml"
-    path.write_text(f'{setting} = "~nosuchuser-gkfuzz/id_ed25519"\n')
-    with pytest.raises(ConfigError):
-        load_config(path, env={})
-
-
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="gatekeeper/agent/config.py parse_listen(): str.isdigit() accepts digits int() "
-                          "refuses ('\u00b2', '\u2460'), then int() raises ValueError; should be ConfigError "
-                          "(use port.isascii() and port.isdigit()); personality/config.py had the same bug, "
-                          "fixed in a4cab79")
-@pytest.mark.parametrize("port", ["\u00b2", "8\u2460"])
-def test_agent_listen_with_unicode_digit(port: str) -> None:
-    from gatekeeper.agent.config import parse_listen
-
-    with pytest.raises(ConfigError):
-        parse_listen("127.0.0.1:" + port)
-
-
 def test_known_bugs_each_have_a_test() -> None:
     """Every entry of fuzz.targets.KNOWN_BUGS is demonstrated above (keeps the list honest)."""
     here = Path(__file__).read_text()
@@ -58,6 +33,28 @@ def test_known_bugs_each_have_a_test() -> None:
 
 
 # -- fixed by their owners: kept as regression tests --------------------------------------------
+
+
+@pytest.mark.parametrize("setting", ["key", "state"])
+def test_client_config_unknown_user_home(tmp_path: Path, setting: str) -> None:
+    """gatekeeper/client/config.py _path (fixed in db3dd8f): '~nosuchuser/...' made
+    Path.expanduser() raise RuntimeError; now a ConfigError naming the setting."""
+    from gatekeeper.client.config import load_config
+
+    path = tmp_path / "client.toml"
+    path.write_text(f'{setting} = "~nosuchuser-gkfuzz/id_ed25519"\n')
+    with pytest.raises(ConfigError, match=f"{setting} '~nosuchuser-gkfuzz/id_ed25519': cannot expand '~'"):
+        load_config(path, env={})
+
+
+@pytest.mark.parametrize("port", ["\u00b2", "8\u2460"])
+def test_agent_listen_with_unicode_digit(port: str) -> None:
+    """gatekeeper/agent/config.py parse_listen (fixed in db3dd8f): a Unicode digit passed
+    str.isdigit() and int() raised ValueError; now a ConfigError."""
+    from gatekeeper.agent.config import parse_listen
+
+    with pytest.raises(ConfigError, match="is not ADDRESS:PORT"):
+        parse_listen("127.0.0.1:" + port)
 
 
 @pytest.mark.parametrize("port", ["\u00b2", "8\u2460"])
