@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from personality.errors import FormatError
-from personality.tlog._strict import MAX_UINT63, b64encode
-from personality.tlog.note import NoteSignature, key_id, parse_key_string, valid_key_name
+from personality.tlog._strict import MAX_UINT63
+from personality.tlog.note import NoteSignature, _check_name, format_key_string, key_id, parse_key_string
 
 __all__ = [
     "ALG_COSIGNATURE_V1",
@@ -59,11 +59,7 @@ class CosignatureVerifier:
     __slots__ = ("_name", "_public_key", "_raw", "_key_id")
 
     def __init__(self, name: str, public_key: Ed25519PublicKey) -> None:
-        if not valid_key_name(name):
-            raise FormatError(
-                f"cosigner name {name!r} is empty, too long, not UTF-8, "
-                "or has a space, '+' or control character"
-            )
+        _check_name(name, "cosigner name")
         self._name = name
         self._public_key = public_key
         self._raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -87,7 +83,7 @@ class CosignatureVerifier:
         return True
 
     def vkey(self) -> str:
-        return f"{self._name}+{self._key_id.hex()}+{b64encode(bytes([ALG_COSIGNATURE_V1]) + self._raw)}"
+        return format_key_string(self._name, self._key_id, ALG_COSIGNATURE_V1, self._raw, private=False)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, CosignatureVerifier) and (self._name, self._raw) == (other._name, other._raw)
@@ -128,7 +124,7 @@ class Cosigner:
     def skey(self) -> str:
         """``PRIVATE+KEY+<name>+<hex ID>+<base64(0x04 || seed)>`` (the signed-note skey layout)."""
         seed = self._private_key.private_bytes_raw()
-        return f"PRIVATE+KEY+{self._name}+{self.key_id.hex()}+{b64encode(bytes([ALG_COSIGNATURE_V1]) + seed)}"
+        return format_key_string(self._name, self.key_id, ALG_COSIGNATURE_V1, seed, private=True)
 
 
 def generate_cosigner(name: str) -> Cosigner:

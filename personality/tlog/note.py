@@ -48,6 +48,7 @@ __all__ = [
     "signer_from_skey",
     "parse_vkey",
     "parse_key_string",
+    "format_key_string",
     "key_id",
     "valid_key_name",
     "parse_note",
@@ -64,6 +65,7 @@ MAX_NOTE_SIZE = 256 * 1024
 MAX_SIGNATURES = 100
 MAX_NAME_LENGTH = 1024
 _DASH = "\u2014 "
+_PRIVATE_PREFIX = "PRIVATE+KEY+"
 _HEX_ID = re.compile(r"[0-9a-f]{8}")
 
 
@@ -169,7 +171,7 @@ class Verifier:
         return True
 
     def vkey(self) -> str:
-        return f"{self._name}+{self._key_id.hex()}+{b64encode(bytes([ALG_ED25519]) + self._raw)}"
+        return format_key_string(self._name, self._key_id, ALG_ED25519, self._raw, private=False)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Verifier) and (self._name, self._raw) == (other._name, other._raw)
@@ -207,7 +209,7 @@ class Signer:
 
     def skey(self) -> str:
         seed = self._private_key.private_bytes_raw()
-        return f"PRIVATE+KEY+{self._name}+{self.key_id.hex()}+{b64encode(bytes([ALG_ED25519]) + seed)}"
+        return format_key_string(self._name, self.key_id, ALG_ED25519, seed, private=True)
 
     def __repr__(self) -> str:
         return f"Signer({self._name!r}, key_id={self.key_id.hex()})"
@@ -227,9 +229,9 @@ def parse_key_string(text: str, *, private: bool) -> tuple[str, bytes, int, byte
     if not isinstance(text, str) or len(text) > 4 * MAX_NAME_LENGTH:
         raise FormatError(f"{what} is not a string of reasonable length")
     if private:
-        if not text.startswith("PRIVATE+KEY+"):
-            raise FormatError("signer key must start with PRIVATE+KEY+")
-        text = text[len("PRIVATE+KEY+"):]
+        if not text.startswith(_PRIVATE_PREFIX):
+            raise FormatError(f"signer key must start with {_PRIVATE_PREFIX}")
+        text = text[len(_PRIVATE_PREFIX) :]
     parts = text.split("+", 2)  # base64 may itself contain '+'; names and IDs may not
     if len(parts) != 3:
         raise FormatError(f"{what} must be <name>+<hex key ID>+<base64 key>")
@@ -241,6 +243,12 @@ def parse_key_string(text: str, *, private: bool) -> tuple[str, bytes, int, byte
     if len(raw) < 2:
         raise FormatError(f"{what} material is too short")
     return name, bytes.fromhex(hex_id), raw[0], raw[1:]
+
+
+def format_key_string(name: str, kid: bytes, alg: int, material: bytes, *, private: bool) -> str:
+    """The inverse of :func:`parse_key_string`: ``[PRIVATE+KEY+]<name>+<hex ID>+<base64(alg || key)>``."""
+    prefix = _PRIVATE_PREFIX if private else ""
+    return f"{prefix}{name}+{kid.hex()}+{b64encode(bytes([alg]) + material)}"
 
 
 def parse_vkey(text: str) -> Verifier:
