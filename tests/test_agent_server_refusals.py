@@ -16,6 +16,7 @@ import asyncssh
 import paramiko
 import pytest
 from agent_fixtures import AgentThread, OneCommandGate, write_private_key
+from conftest import free_port
 
 from gatekeeper.gate import Reason
 from gatekeeper.journal import read_journal
@@ -185,14 +186,8 @@ def test_local_port_forwarding_is_refused_paramiko(paramiko_transport, gate, mar
     _assert_nothing_ran(gate, marker)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_remote_port_forwarding_is_refused(agent, gate, client_key, marker, tcp_target) -> None:
-    port = _free_port()
+    port = free_port()
 
     async def go() -> None:
         async with await agent.connect(ME, [client_key]) as conn:
@@ -207,7 +202,7 @@ def test_remote_port_forwarding_is_refused(agent, gate, client_key, marker, tcp_
 
 
 def test_remote_port_forwarding_is_refused_paramiko(paramiko_transport, gate, marker) -> None:
-    port = _free_port()
+    port = free_port()
     with pytest.raises(paramiko.SSHException):
         paramiko_transport.request_port_forward("127.0.0.1", port)
     with pytest.raises(ConnectionRefusedError):
