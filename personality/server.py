@@ -19,6 +19,14 @@ Every error is JSON ``{"error": "<code>", "message": "<for a person>"}`` with th
 exception carries (``http_status``); 503 carries ``Retry-After``. Bodies are bounded by
 ``client_max_size``; paths and queries are parsed strictly; no input makes a handler raise
 anything but a JSON error, and an unexpected bug is a 500 that leaves the server serving.
+
+aiohttp answers some requests itself, before the error middleware: those its HTTP parser refuses
+(unknown method, request line or header over 8190 bytes, duplicated ``Content-Type``, bad
+chunking...), which go through ``RequestHandler.handle_error``, and an ``Expect:`` other than
+``100-continue``. :func:`serve` answers the first with a protocol subclass (:class:`_Protocol`,
+one INFO line per refusal, no traceback: any client can send them at will) and the second with an
+expect handler on every route, plus a catch-all route so that 404/405 get it too. What is left
+outside the contract is in docs/log-service.md ("The JSON error contract").
 """
 
 from __future__ import annotations
@@ -33,7 +41,9 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
+from aiohttp.http import HttpProcessingError
+from aiohttp.http_exceptions import BadHttpMethod
 
 from personality.errors import (
     ConflictError,
@@ -83,6 +93,90 @@ def _error(status: int, code: str, message: str, headers: Mapping[str, str] | No
     return web.json_response({"error": code, "message": message}, status=status, headers=headers)
 
 
+def _one_line(text: str, limit: int = 200) -> str:
+    """``text`` from a client, safe for one log line or message: whitespace runs collapsed,
+    other non-printable characters escaped, at most ``limit`` characters."""
+    flat = " ".join(text.split())
+    flat = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in flat)
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+class _Protocol(web.RequestHandler):
+    """aiohttp's connection handler with the JSON error contract for the answers aiohttp makes
+    itself (``handle_error``): a request its HTTP parser refuses is a JSON 400 and one INFO line
+    (DEBUG for an unknown method, mostly TLS or other protocols on the HTTP port), not an ERROR
+    with a traceback; anything else that reaches here is a bug outside the application (a JSON
+    500, logged at ERROR with its traceback, like the middleware's "unhandled error").
+
+    A parser error can also surface after the answer, while aiohttp drains a body the handler did
+    not read (a ``Content-Encoding: gzip`` body that is not gzip): aiohttp logs it through
+    ``log_exception`` as an "Unhandled exception"; here it is one INFO line too."""
+
+    __slots__ = ()
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        exc = kw.get("exc_info")
+        if isinstance(exc, HttpProcessingError | web.RequestPayloadError):
+            transport = self.transport
+            peer = transport.get_extra_info("peername") if transport is not None else None
+            host = peer[0] if isinstance(peer, tuple) and peer else "?"
+            text = _one_line(str(exc))
+            logger.info("bad HTTP request body from %s: %s: %s", host, type(exc).__name__, text)
+            return
+        super().log_exception(*args, **kw)
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # part of an answer is out: only closing is left
+            raise ConnectionError("an answer was already being sent; cannot send an error")
+        if isinstance(exc, HttpProcessingError) and status < 500:
+            text = _one_line(message or exc.message or type(exc).__name__)
+            level = logging.DEBUG if isinstance(exc, BadHttpMethod) else logging.INFO
+            logger.log(level, "bad HTTP request from %s: %s: %s", request.remote, type(exc).__name__, text)
+            response = _error(status, "malformed", f"malformed HTTP request: {text}")
+        else:
+            logger.error("unhandled error in aiohttp for a request from %s", request.remote, exc_info=exc)
+            response = _error(
+                status, "internal", "internal error in the log server; the operator's log has details"
+            )
+        response.force_close()
+        return response
+
+
+async def _expect(request: web.Request) -> web.StreamResponse | None:
+    """Every route's ``Expect:`` handler: ``100-continue`` is answered as aiohttp does; another
+    expectation is a JSON 417 (aiohttp's own handler answers it in text/plain)."""
+    if request.version != HttpVersion11:
+        return None
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if expect.lower() != "100-continue":
+        return _error(
+            417, "expectation_failed", f"unsupported Expect: {_one_line(expect, 100)!r} (only 100-continue)"
+        )
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the 100 is not the answer
+    return None
+
+
+async def _no_route(request: web.Request) -> web.StreamResponse:
+    """The catch-all route (so that a 404 or 405 gets :func:`_expect` too): 405 if another route
+    has this path, 404 otherwise; the error middleware makes them JSON."""
+    allowed: set[str] = set()
+    this = request.match_info.route.resource
+    for resource in request.app.router.resources():
+        if resource is not this:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
     try:
@@ -98,7 +192,10 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Any]) -
             msg = f"no such endpoint: {request.method} {request.path}; the log serves {_ENDPOINTS}"
             return _error(404, "not_found", msg)
         if exc.status == 405:
-            return _error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}")
+            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            return _error(
+                405, "method_not_allowed", f"{request.method} is not allowed on {request.path}", allow
+            )
         if exc.status == 413:
             msg = (
                 f"the request body is larger than the {request.app._client_max_size} bytes an entry may have"
@@ -249,13 +346,15 @@ def make_app(log: Log, *, max_body: int = MAX_ENTRY_SIZE) -> web.Application:
     """The aiohttp application for a started :class:`~personality.log.Log`."""
     app = web.Application(client_max_size=max_body, middlewares=[_errors])
     app[LOG] = log
-    app.router.add_get("/checkpoint", _checkpoint)
-    app.router.add_get("/tile/{tail:.+}", _tile)
-    app.router.add_post("/add", _add)
-    app.router.add_get("/proof/inclusion", _inclusion)
-    app.router.add_get("/proof/consistency", _consistency)
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/metrics", _metrics)
+    route = app.router
+    route.add_get("/checkpoint", _checkpoint, expect_handler=_expect)
+    route.add_get("/tile/{tail:.+}", _tile, expect_handler=_expect)
+    route.add_post("/add", _add, expect_handler=_expect)
+    route.add_get("/proof/inclusion", _inclusion, expect_handler=_expect)
+    route.add_get("/proof/consistency", _consistency, expect_handler=_expect)
+    route.add_get("/healthz", _healthz, expect_handler=_expect)
+    route.add_get("/metrics", _metrics, expect_handler=_expect)
+    route.add_route("*", r"/{any:[\s\S]*}", _no_route, expect_handler=_expect)  # last: 404 and 405
     return app
 
 
@@ -272,23 +371,39 @@ async def serve(
 
     ``ready(url)`` is called once the socket listens. TCP_NODELAY is set on the listening socket
     (accepted sockets inherit it; aiohttp also sets it per connection): without it, Nagle's
-    algorithm and delayed ACKs add ~40 ms to small responses.
+    algorithm and delayed ACKs add ~40 ms to small responses. Connections are served by
+    :class:`_Protocol` (aiohttp's handler with JSON answers for what its parser refuses), on the
+    runner's server, so that ``runner.cleanup()`` still drains them.
     """
     await log.start()
     app = make_app(log)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
     await runner.setup()
+    listener: asyncio.Server | None = None
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.create_server((host, port), family=family, backlog=1024)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        site = web.SockSite(runner, sock)
-        await site.start()
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            manager = runner.server
+            assert manager is not None  # set by setup()
+            loop = asyncio.get_running_loop()
+            listener = await loop.create_server(
+                # access_log=None turns access logging off (AppRunner passes it the same way)
+                lambda: _Protocol(manager, loop=loop, access_log=None),  # type: ignore[arg-type]
+                sock=sock,
+                backlog=1024,
+            )
+        except BaseException:
+            sock.close()
+            raise
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if family == socket.AF_INET6 else host
         if ready is not None:
             ready(f"http://{shown}:{bound}")
         await (stop or asyncio.Event()).wait()
     finally:
+        if listener is not None:
+            listener.close()  # stop accepting; cleanup() then drains the open connections
         await runner.cleanup()
         await log.close()
