@@ -50,7 +50,9 @@ class UnsafeAllowAllExecGate:
     async def decide(self, request: ExecRequest) -> Decision:
         return Decision(Reason.ALLOWED, "", index=0)
 
-    def record_exit(self, request: ExecRequest, decision: Decision, exit_status: int | None) -> None:
+    def record_exit(
+        self, request: ExecRequest, decision: Decision, exit_status: int | None, *, signal: str | None = None
+    ) -> None:
         pass
 
 

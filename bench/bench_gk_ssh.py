@@ -58,7 +58,9 @@ class UnsafeAllowAllGate:
     async def decide(self, request: ExecRequest) -> Decision:
         return Decision(Reason.ALLOWED, "", index=0)
 
-    def record_exit(self, request: ExecRequest, decision: Decision, exit_status: int | None) -> None:
+    def record_exit(
+        self, request: ExecRequest, decision: Decision, exit_status: int | None, *, signal: str | None = None
+    ) -> None:
         pass
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import asyncssh
 import paramiko
 import pytest
+from agent_fixtures import wait_until
 from conftest import LogServer, init_log
 
 from gatekeeper import sshsig
@@ -29,6 +30,7 @@ from gatekeeper.client import sshclient
 from gatekeeper.client.run import run_on_hosts
 from gatekeeper.client.submit import LogSettings
 from gatekeeper.gate import Reason
+from gatekeeper.journal import read_journal
 
 ROOT = Path(__file__).resolve().parents[1]
 GK = [sys.executable, "-m", "gatekeeper"]
@@ -216,6 +218,31 @@ def test_multi_host_one_unreachable_host(fleet: Fleet) -> None:
     assert "cannot connect" in report.results[0].error
     assert out == b"[web-01] ok\n"
     assert report.exit_status == 255
+
+
+def _exit_record(fleet: Fleet, host: str, index: int) -> dict[str, object] | None:
+    journal = fleet.tmp / host / "state" / "journal.jsonl"
+    for record in read_journal(journal) if journal.exists() else ():
+        if record["event"] == "exit" and record["index"] == index:
+            return record
+    return None
+
+
+def test_exit_status_and_killing_signal_are_journaled(fleet: Fleet) -> None:
+    report, _, _ = run(fleet, ["web-01"], b"exit 3")
+    assert report.exit_status == 3
+    assert wait_until(lambda: _exit_record(fleet, "web-01", report.submit.index))  # after the client
+    exited = _exit_record(fleet, "web-01", report.submit.index)
+    assert exited is not None and exited["exit_status"] == 3 and "signal" not in exited
+
+    report, out, _ = run(fleet, ["web-01"], b"echo before; kill -TERM $$")
+    assert out == b"before\n"
+    assert report.exit_status != 0
+    assert wait_until(lambda: _exit_record(fleet, "web-01", report.submit.index))
+    killed = _exit_record(fleet, "web-01", report.submit.index)
+    assert killed is not None
+    assert (killed["exit_status"], killed["signal"], killed["frontend"]) == (None, "TERM", "agent")
+    assert set(killed) == set(exited) | {"signal"}
 
 
 def test_report_exit_status_is_first_non_zero() -> None:

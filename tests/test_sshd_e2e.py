@@ -142,6 +142,19 @@ def test_logged_command_runs_and_is_journaled_with_its_exit_status(world: World)
     assert records[0]["account"] == world.env.account
 
 
+def test_command_killed_by_a_signal_is_journaled_with_it(world: World) -> None:
+    command = "echo before; kill -KILL $$"
+    bundle = world.bundle(command)
+    index = parse_bundle(bundle).index
+    proc = world.env.ssh(command, bundle=bundle)
+    assert proc.stdout == b"before\n"
+    assert proc.returncode in (128 + 9, 255), proc.stderr  # the login shell's 137, or exit-signal
+    records = [r for r in world.journal() if r.get("index") == index]
+    assert [(r["event"], r["frontend"]) for r in records] == [("allowed", "exec"), ("exit", "exec")]
+    assert (records[1]["exit_status"], records[1]["signal"]) == (None, "KILL")
+    assert records[1]["account"] == world.env.account
+
+
 def test_action_bound_to_sshds_host_key_runs(world: World) -> None:
     marker = world.env.marker("pinned")
     command = f"touch {marker}"

@@ -18,8 +18,9 @@ What this service guarantees on top of the gate:
   ``login_shells`` (default: ``/bin/sh`` and dash) is refused (POLICY), so a misconfiguration is
   loud instead of silently bypassable.
 - **Exit statuses.** After an allowed decision the connection stays open while the command runs;
-  ``gk exec`` reports the exit status, which goes to :meth:`Gate.record_exit` (``None`` if the
-  connection ends without a report, e.g. ``gk exec`` was killed).
+  ``gk exec`` reports the exit status or the signal that killed the command, which go to
+  :meth:`Gate.record_exit` (both ``None`` if the connection ends without a report, e.g. ``gk exec``
+  was killed).
 - **Bounded.** Frames are at most ``MAX_PAYLOAD`` bytes, the request must arrive within
   ``request_timeout`` seconds, at most ``max_connections`` sessions are served at once (the next
   is closed without an answer, which ``gk exec`` reports as a refusal), and at most
@@ -46,6 +47,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from gatekeeper.agent.child import signal_name
 from gatekeeper.errors import ConfigError, GatekeeperError
 from gatekeeper.execgate.protocol import (
     HEADER_SIZE,
@@ -341,8 +343,10 @@ class LocalServer:
         except (ConnectionError, asyncio.IncompleteReadError, LocalProtocolError):
             report = None
         status = report.status if isinstance(report, ExitReport) else None
+        # ExitReport.signal is the signal number that killed the command (positive, 1..127).
+        killed = signal_name(-report.signal) if isinstance(report, ExitReport) and report.signal else None
         try:
-            self._gate.record_exit(request, decision, status)
+            self._gate.record_exit(request, decision, status, signal=killed)
         except Exception:
             log.exception("local mode: gate.record_exit raised")
         if isinstance(report, ExitReport):

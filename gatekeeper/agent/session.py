@@ -351,11 +351,9 @@ class ExecSession(asyncssh.SSHServerSession[bytes]):
         if self._hard_kill is not None and not self._lost:
             self._hard_kill.cancel()
         # The client learns the outcome first; journalling the exit (an fsync) is not on its path.
-        if returncode >= 0:
-            await self._finish(returncode, None)
-        else:
-            await self._finish(None, None, signal=signal_name(returncode))
-        ctx.gate.record_exit(request, decision, returncode if returncode >= 0 else None)
+        killed = signal_name(returncode) if returncode < 0 else None
+        await self._finish(None if killed else returncode, None, signal=killed)
+        ctx.gate.record_exit(request, decision, None if killed else returncode, signal=killed)
 
     async def _decide(self, request: ExecRequest) -> Decision:
         ctx = self._ctx
