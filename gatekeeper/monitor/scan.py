@@ -27,7 +27,7 @@ from typing import Protocol, TextIO
 
 from gatekeeper.errors import LogMisbehaved
 from gatekeeper.monitor.check import Checked, CheckPool
-from personality.client import FetchTransport, HTTPTransport, LogClient, Params, StaticTransport
+from personality.client import HTTPTransport, LogClient, Params, StaticTransport
 from personality.errors import FormatError, NotFoundError, PersonalityError, ProofError
 from personality.tlog import merkle
 from personality.tlog.checkpoint import SignedCheckpoint
@@ -41,7 +41,6 @@ from personality.tlog.tiles import (
 __all__ = [
     "TileSource",
     "DirectorySource",
-    "FetchSource",
     "ClientSource",
     "Batch",
     "TruncatedLog",
@@ -128,14 +127,6 @@ class DirectorySource(ClientSource):
 
     def __init__(self, root: str | Path) -> None:
         super().__init__(LogClient(StaticTransport(root)), str(root), remote=False)
-
-
-class FetchSource(ClientSource):
-    """A source over any ``fetch(path) -> bytes`` callable (``"checkpoint"``, ``"tile/0/000"``):
-    object stores, or a fault-injecting fake in tests."""
-
-    def __init__(self, fetch: Callable[[str], bytes], name: str = "log") -> None:
-        super().__init__(LogClient(FetchTransport(fetch)), name)
 
 
 class TruncatedLog(LogMisbehaved):

@@ -82,11 +82,6 @@ class FastSigner:
         )
         self._blob = sshsig.parse_public_key(self.public).blob
 
-    def private_openssh(self) -> bytes:
-        return self.key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-        )
-
     def sign_body(self, body: bytes) -> bytes:
         raw = self.key.sign(sshsig.signed_data(body, NAMESPACE))
         wire = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x40" + raw
