@@ -209,6 +209,12 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Any]) -
         # it is not the server's fault, so no ERROR record an attacker could flood the log with.
         logger.debug("client gone during %s %s", request.method, request.path)
         return _error(400, "client_gone", "the connection closed before the request was complete")
+    except web.RequestPayloadError as exc:
+        # aiohttp could not decode the body (a Content-Encoding it does not match, bad chunking):
+        # the client's fault. DEBUG here: _Protocol logs it at INFO when aiohttp drains the body.
+        reason = _one_line(str(exc.__cause__ or exc))
+        logger.debug("bad request body in %s %s: %s", request.method, request.path, reason)
+        return _error(400, "malformed", f"the request body could not be read: {reason}")
     except Exception:
         logger.exception("unhandled error in %s %s", request.method, request.path)
         return _error(500, "internal", "internal error in the log server; the operator's log has details")
