@@ -166,15 +166,9 @@ def test_malformed_lines(alice: Key, line: str, message: str) -> None:
 
 
 def test_small_rsa_key_line_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "rsa1024"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "rsa", "-b", "1024", "-N", "", "-f", str(path)],
-        check=True,
-        env=clean_env(),
-        capture_output=True,
-    )
+    key = keygen(tmp_path, "rsa1024")
     with pytest.raises(ConfigError, match="1024 bits"):
-        AllowedSigners.parse("old " + path.with_suffix(".pub").read_text())
+        AllowedSigners.parse("old " + key.public)
 
 
 def test_load(tmp_path: Path, alice: Key) -> None:

@@ -127,17 +127,11 @@ def test_missing_or_bad_key_file(tmp_path: Path, ed25519: Key) -> None:
 
 
 def test_small_rsa_key_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "rsa1024"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "rsa", "-b", "1024", "-N", "", "-f", str(path)],
-        check=True,
-        env=clean_env(),
-        capture_output=True,
-    )
+    key = keygen(tmp_path, "rsa1024")
     with pytest.raises(ConfigError, match="1024 bits"):
-        sshsig.sign_file(MESSAGE, NS, path)
+        sshsig.sign_file(MESSAGE, NS, key.path)
     with pytest.raises(ActionFormatError, match="1024 bits"):
-        sshsig.parse_public_key(path.with_suffix(".pub").read_text())
+        sshsig.parse_public_key(key.public)
 
 
 @pytest.mark.parametrize("kind", ["ed25519", "rsa", "ecdsa256"])
