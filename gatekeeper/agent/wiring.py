@@ -122,11 +122,21 @@ async def run_agent(
     is set. ``ready(host, port)`` is called once the SSH socket listens, ``local_ready(path)`` once
     the local socket does; both are called after every front end started. On stop, both are
     closed (the local socket is removed) before the journal. Raises :class:`ConfigError` if a
-    socket cannot be created (nothing is left listening)."""
+    socket cannot be created (nothing is left listening).
+
+    While it serves, ``SIGHUP`` reopens the journal at its path (log rotation: see
+    :func:`_reopen`); the handler is installed only when running in the main thread, and removed
+    on stop."""
     host_key = load_host_key(config.host_key)
     journal = Journal(config.journal)
     listener: AgentListener | None = None
     local: LocalServer | None = None
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, _reopen, journal)
+        reopen_on_hup = True
+    except (RuntimeError, ValueError):  # not the main thread: signals are the caller's business
+        reopen_on_hup = False
     try:
         keyring: KeyRing | None = None
         if config.serves_ssh:
@@ -175,6 +185,8 @@ async def run_agent(
                 local_ready(local.socket_path)
         await (stop or asyncio.Event()).wait()
     finally:
+        if reopen_on_hup:
+            loop.remove_signal_handler(signal.SIGHUP)
         if listener is not None:
             listener.close()
         if local is not None:
@@ -186,10 +198,24 @@ async def run_agent(
         journal.close()
 
 
+def _reopen(journal: Journal) -> None:
+    """``SIGHUP``: write the journal to whatever file is at its path from now on (logrotate renamed
+    it). If the path cannot be opened, one line is logged and records keep going to the old file
+    (:meth:`Journal.reopen`); the agent keeps serving."""
+    try:
+        journal.reopen()
+    except OSError as exc:
+        log.error("SIGHUP: cannot reopen the journal %s (%s); still appending to the old file",
+                  journal.path, exc.strerror or exc)
+    else:
+        log.info("SIGHUP: journal reopened at %s", journal.path)
+
+
 def serve(config: AgentConfig, *, gate: Gate | None = None, out: TextIO | None = None) -> int:
-    """Run the agent in the foreground until SIGTERM or SIGINT. Once every front end is ready,
-    prints (flushed) to ``out``: ``listening on HOST:PORT`` for the SSH listener, then
-    ``local mode listening on PATH`` for local mode. Returns the exit status (0 after a signal)."""
+    """Run the agent in the foreground until SIGTERM or SIGINT (SIGHUP reopens the journal). Once
+    every front end is ready, prints (flushed) to ``out``: ``listening on HOST:PORT`` for the SSH
+    listener, then ``local mode listening on PATH`` for local mode. Returns the exit status (0
+    after a signal)."""
     stream = out or sys.stdout
 
     def ready(host: str, port: int) -> None:
