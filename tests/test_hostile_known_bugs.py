@@ -2,10 +2,10 @@
 fixed ones after, as regression tests.
 
 Each test states the contract (the module's own error class with a clear message, never another
-exception). An open bug's test fails today with the exception named in its reason and has an entry
-in ``fuzz.targets.KNOWN_BUGS`` (which keeps the generic fuzz tests from tripping over it meanwhile).
-When the owner fixes it the strict xfail turns red: then delete the ``xfail`` marker, move the test
-below, and delete the ``KNOWN_BUGS`` entry. None is open today.
+exception). An open bug's test fails today with the exception named in its reason; when a fuzz
+target reaches it, it also has an entry in ``fuzz.targets.KNOWN_BUGS`` (which keeps the generic
+fuzz tests from tripping over it meanwhile). When the owner fixes it the strict xfail turns red:
+then delete the ``xfail`` marker, move the test below, and delete any ``KNOWN_BUGS`` entry.
 """
 
 from __future__ import annotations
@@ -22,6 +22,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fuzz import targets as T  # noqa: E402
 from gatekeeper.errors import ConfigError  # noqa: E402
 from personality.errors import FormatError  # noqa: E402
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError,
+                   reason="gatekeeper/audit/proofs.py decode(): json.loads raises RecursionError for a "
+                          "proof bundle nested 100,000 deep (well under MAX_BUNDLE_SIZE; only ValueError "
+                          "is caught); should be ActionFormatError")
+@pytest.mark.parametrize("data", [b"[" * 100_000, b'{"format": ' + b"[" * 100_000])
+def test_audit_proof_bundle_deeply_nested(data: bytes) -> None:
+    from gatekeeper.audit.proofs import decode
+    from gatekeeper.errors import ActionFormatError
+
+    with pytest.raises(ActionFormatError, match="proof bundle"):
+        decode(data)
 
 
 def test_known_bugs_each_have_a_test() -> None:
