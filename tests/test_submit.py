@@ -136,6 +136,25 @@ def test_fork_against_stored_checkpoint_is_loud_and_keeps_evidence(
     assert stored.size == 2
 
 
+def test_smaller_checkpoint_is_a_fork_whatever_the_log_answers_about_it(
+    log: FakeLog, tmp_path: Path, key: Path
+) -> None:
+    """A log that went back in time and then fails the consistency request (HTTP 500 here) is
+    still a fork: the smaller signed checkpoint is enough; no proof is asked for."""
+    for _ in range(3):
+        submit(log, tmp_path, key)
+    before = (tmp_path / "state" / "cp").read_bytes()
+    log.mode = "rollback"
+    log.requests.clear()
+    with pytest.raises(LogFork) as exc:
+        submit(log, tmp_path, key)
+    assert "went back in time: it serves size 2, this client verified size 3" in str(exc.value)
+    assert log.requests == ["add"]
+    [evidence] = (tmp_path / "state").glob("cp.fork-*")
+    assert evidence.read_bytes().startswith(b"stored:\n" + before + b"\nreceived:\n")
+    assert (tmp_path / "state" / "cp").read_bytes() == before
+
+
 def test_refused_signer_shows_the_logs_message(log: FakeLog, tmp_path: Path, key: Path) -> None:
     log.mode = "refuse"
     with pytest.raises(Refused, match="not in allowed_signers") as exc:

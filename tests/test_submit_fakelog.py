@@ -34,6 +34,7 @@ class FakeLog:
     signer: Signer = field(default_factory=lambda: generate_signer(ORIGIN))
     entries: list[bytes] = field(default_factory=list)
     #: honest | wrong-proof | forged-checkpoint | fork | refuse | unavailable | not-json | no-proof
+    #: | rollback (forgets every entry but the first, then answers consistency requests with 500)
     mode: str = "honest"
     date_offset: float = 0.0  # seconds added to the Date header
     url: str = ""
@@ -78,6 +79,8 @@ class FakeLog:
             )
         if self.mode == "not-json":
             return web.Response(body=b"<html>proxy error</html>", headers=self._headers())
+        if self.mode == "rollback":
+            del self.entries[1:]
         self.entries.append(body)
         index = len(self.entries) - 1
         leaves = self._leaves()
@@ -99,6 +102,8 @@ class FakeLog:
 
     async def consistency(self, request: web.Request) -> web.Response:
         self.requests.append("consistency")
+        if self.mode == "rollback":
+            return web.json_response({"error": "internal", "message": "database is locked"}, status=500)
         m, n = int(request.query["from"]), int(request.query["to"])
         leaves = self._leaves()
         proof = merkle.consistency_proof(m, n, self._getter(leaves))

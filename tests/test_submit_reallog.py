@@ -148,7 +148,7 @@ def test_restored_backup_is_a_fork(tmp_path: Path, log_server: LogServer) -> Non
     s = settings(log_server, tmp_path)
     from gatekeeper.client.submit import LogFork
 
-    with pytest.raises(LogFork, match="went back from size 3"):
+    with pytest.raises(LogFork, match="went back in time: it serves size 2, this client verified size 3"):
         submit_action(s, me, build_action(me, ["h"], "a", b"other two", window=60))
     assert list(tmp_path.glob("state.fork-*"))
     # and once the rewritten log has grown past the stored size, the proof fails: still a fork

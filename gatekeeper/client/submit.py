@@ -9,7 +9,8 @@ The steps, and what each one guarantees::
                inclusion proof of *our* entry's leaf hash under that checkpoint's root
     5 consistent the new checkpoint and the newest one this client verified before (the state
                file) lie on one append-only history: a consistency proof is fetched and checked;
-               a failure is a LOG FORK, reported loudly, with both checkpoints kept as evidence
+               a failure is a LOG FORK, reported loudly, with both checkpoints kept as evidence;
+               so is a checkpoint smaller than the stored one (the log went back in time)
     6 store      the newer checkpoint replaces the stored one (file fsynced, atomic rename)
     7 bundle     GK_BUNDLE = entry + index + proof + checkpoint (gatekeeper.bundle)
 
@@ -56,7 +57,6 @@ from personality.errors import ConfigError as PersonalityConfigError
 from personality.errors import (
     ForkError,
     FormatError,
-    NotFoundError,
     OverloadedError,
     PersonalityError,
     ProofError,
@@ -267,20 +267,20 @@ def submit_action(
             sc = verifier.open(answer.checkpoint)
             if sc.size != answer.size:
                 raise ProofError(f"the answer says size {answer.size} but its checkpoint has {sc.size}")
+            if stored is not None and sc.size < stored.size:
+                # A new entry goes after every entry already sequenced, so the checkpoint covering
+                # it is at least as large as any the log signed before: a smaller one means the
+                # log went back in time (restored from a backup, or a split view). A fork, decided
+                # without asking the log for a proof it must not be able to give.
+                evidence = _keep_evidence(log, stored, sc)
+                raise LogFork(
+                    f"log {log.origin} went back in time: it serves size {sc.size}, this client "
+                    f"verified size {stored.size}; both checkpoints kept in {evidence}"
+                )
             verifier.verify_inclusion(entry, answer.index, sc, answer.inclusion_proof)
         except ForkError as exc:
             evidence = _keep_evidence(log, exc.old, exc.new)
             raise LogFork(f"{exc}; both checkpoints kept in {evidence}") from None
-        except NotFoundError as exc:
-            if stored is not None and sc.size < stored.size:
-                # We hold a signed checkpoint the log can no longer prove: it went back in time
-                # (restored from a backup, or a split view). That is a fork, not a glitch.
-                evidence = _keep_evidence(log, stored, sc)
-                raise LogFork(
-                    f"log {log.origin} went back from size {stored.size} (stored) to {sc.size} and "
-                    f"cannot prove the two consistent ({exc}); both checkpoints kept in {evidence}"
-                ) from None
-            raise _log_error(exc, log.url, "the consistency proof") from None
         except PersonalityError as exc:
             raise _log_error(exc, log.url, "add / the consistency proof") from None
         t3 = time.perf_counter()
