@@ -116,6 +116,8 @@ def decode(data: bytes) -> AuditBundle:
         doc = json.loads(data.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         raise ActionFormatError("proof bundle is not ASCII JSON") from None
+    except RecursionError:  # json.loads recurses once per nesting level ("[[[[...")
+        raise ActionFormatError("proof bundle is JSON nested too deeply") from None
     if not isinstance(doc, dict) or set(doc) != {"consistency", "format", "tlog_proof"}:
         raise ActionFormatError("proof bundle must have exactly: consistency, format, tlog_proof")
     if doc["format"] != FORMAT:
