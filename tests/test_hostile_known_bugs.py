@@ -235,3 +235,18 @@ def test_config_key_name_with_surrogate(name: str) -> None:
     target = T.TARGETS[name]
     with pytest.raises(ConfigError, match=r"keys.*not UTF-8"):
         target.run(_with_surrogates(T.seeds(name)[0]))
+
+
+@pytest.mark.parametrize("data", [b"[" * 100_000, b'{"version": ' + b"[" * 100_000])
+def test_monitor_progress_deeply_nested(tmp_path: Path, data: bytes) -> None:
+    """gatekeeper/monitor/state.py load_scan_state: a progress.json nested 100,000 deep made
+    json.loads raise RecursionError (only ValueError and friends were caught); now the same
+    'damaged' GatekeeperError as any other unreadable progress file."""
+    from gatekeeper.errors import GatekeeperError
+    from gatekeeper.monitor.state import PROGRESS_FILE, load_scan_state
+
+    (tmp_path / PROGRESS_FILE).write_bytes(data)
+    damaged = r"progress\.json is damaged \(JSON nested too deeply\); move it away"
+    with pytest.raises(GatekeeperError, match=damaged):
+        load_scan_state(tmp_path, T.ORIGIN)
+

@@ -172,3 +172,7 @@ def load_scan_state(directory: Path, origin: str) -> ScanState:
         raise GatekeeperError(
             f"{path} is damaged ({exc}); move it away to re-check the log from the start"
         ) from None
+    except RecursionError:  # json.loads recurses once per nesting level ("[[[[...")
+        raise GatekeeperError(
+            f"{path} is damaged (JSON nested too deeply); move it away to re-check the log from the start"
+        ) from None
