@@ -185,6 +185,8 @@ def read_journal(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
             value = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise GatekeeperError(f"{path}: line {number} is not JSON") from None
+        except RecursionError:  # json.loads recurses once per nesting level ("[[[[...")
+            raise GatekeeperError(f"{path}: line {number} is JSON nested too deeply") from None
         if not isinstance(value, dict):
             raise GatekeeperError(f"{path}: line {number} is not a JSON object")
         yield value

@@ -250,3 +250,21 @@ def test_monitor_progress_deeply_nested(tmp_path: Path, data: bytes) -> None:
     with pytest.raises(GatekeeperError, match=damaged):
         load_scan_state(tmp_path, T.ORIGIN)
 
+
+@pytest.mark.parametrize("line", [b"[" * 100_000, b'{"event": ' + b"[" * 100_000])
+def test_journal_line_deeply_nested(tmp_path: Path, line: bytes, capsys: pytest.CaptureFixture[str]) -> None:
+    """gatekeeper/journal.py read_journal: a journal line nested 100,000 deep made json.loads raise
+    RecursionError (only ValueError was caught); now a GatekeeperError naming the line, and
+    ``gk audit reconcile`` prints it as one line instead of a traceback."""
+    from gatekeeper.cli import main
+    from gatekeeper.errors import GatekeeperError
+    from gatekeeper.journal import read_journal
+
+    journal = tmp_path / "journal.jsonl"
+    journal.write_bytes(b'{"event": "allowed"}\n' + line + b"\n")
+    with pytest.raises(GatekeeperError, match=r"journal\.jsonl: line 2 is JSON nested too deeply$"):
+        list(read_journal(journal))
+    rc = main(["audit", "reconcile", str(journal), "--index", str(tmp_path / "a.db"), "--host", "web-01"])
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert "line 2 is JSON nested too deeply" in err and "Traceback" not in err, err
