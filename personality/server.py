@@ -27,6 +27,13 @@ chunking...), which go through ``RequestHandler.handle_error``, and an ``Expect:
 one INFO line per refusal, no traceback: any client can send them at will) and the second with an
 expect handler on every route, plus a catch-all route so that 404/405 get it too. What is left
 outside the contract is in docs/log-service.md ("The JSON error contract").
+
+Slow clients are bounded (slowloris): a connection that is idle, or still sending its request line
+and headers, :data:`IDLE_TIMEOUT` seconds after it opened or after its last answer is closed
+(aiohttp's ``keepalive_timeout``, which also covers a half-sent header block); a ``POST /add`` body
+that has not fully arrived :data:`BODY_TIMEOUT` seconds after the handler starts reading it gets a
+JSON 408 ``timeout`` and the connection is closed. A body no handler reads (a GET with a body) is
+drained for at most aiohttp's ``lingering_time`` (10 s) after the answer, then the connection closes.
 """
 
 from __future__ import annotations
@@ -58,11 +65,18 @@ from personality.errors import (
 from personality.log import Log
 from personality.tlog.tiles import MAX_ENTRY_SIZE, TILE_WIDTH, parse_tile_path
 
-__all__ = ["make_app", "serve", "LOG"]
+__all__ = ["make_app", "serve", "LOG", "IDLE_TIMEOUT", "BODY_TIMEOUT"]
 
 logger = logging.getLogger("personality.server")
 
 LOG = web.AppKey("log", Log)
+_BODY_TIMEOUT = web.AppKey("body_timeout", float)
+
+# Seconds. Defaults for serve()/make_app(), read when they are called. IDLE_TIMEOUT sits above
+# the usual reverse-proxy upstream keep-alive (nginx: 60 s), so the proxy, not the log, closes
+# idle pooled connections; BODY_TIMEOUT leaves ~1 KiB/s for the largest entry.
+IDLE_TIMEOUT = 75.0
+BODY_TIMEOUT = 30.0
 
 _IMMUTABLE = "public, max-age=31536000, immutable"
 _PARTIAL = "public, max-age=60"
@@ -285,7 +299,9 @@ async def _add(request: web.Request) -> web.Response:
     wait = q.get("wait", "1")
     if wait not in ("0", "1"):
         raise FormatError(f"wait must be 0 or 1, got {wait[:20]!r}")
-    body = await request.read()
+    body = await _read_body(request)
+    if body is None:
+        return await _body_timeout(request)
     if not body:
         raise FormatError("the request body is empty: POST the entry bytes (application/octet-stream)")
     result = await request.app[LOG].add(body, wait=wait == "1")
@@ -299,6 +315,37 @@ async def _add(request: web.Request) -> web.Response:
         out["checkpoint"] = result.checkpoint.decode("utf-8")
         out["inclusion_proof"] = [_b64(h) for h in result.proof]
     return _json(out)
+
+
+async def _read_body(request: web.Request) -> bytes | None:
+    """The whole request body, or None if it did not arrive within the app's body timeout."""
+    try:
+        async with asyncio.timeout(request.app[_BODY_TIMEOUT]):
+            return await request.read()
+    except TimeoutError:
+        return None
+
+
+async def _body_timeout(request: web.Request) -> web.Response:
+    """Send a JSON 408 for a body that stalled, then close the connection: the rest of the body
+    may never come, so neither keep-alive nor aiohttp's lingering drain (which would wait for it
+    up to 10 s more) makes sense. Returns the response, already sent."""
+    seconds = request.app[_BODY_TIMEOUT]
+    logger.info(
+        "%s %s from %s: the body did not arrive within %g s",
+        request.method,
+        request.path,
+        request.remote,
+        seconds,
+    )
+    response = _error(408, "timeout", f"the request body did not arrive within {seconds:g} s")
+    response.force_close()
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    finally:
+        request.protocol.force_close()  # the transport flushes the answer, then closes
+    return response
 
 
 async def _inclusion(request: web.Request) -> web.Response:
@@ -348,10 +395,14 @@ def _json(data: Mapping[str, Any]) -> web.Response:
     )
 
 
-def make_app(log: Log, *, max_body: int = MAX_ENTRY_SIZE) -> web.Application:
-    """The aiohttp application for a started :class:`~personality.log.Log`."""
+def make_app(
+    log: Log, *, max_body: int = MAX_ENTRY_SIZE, body_timeout: float | None = None
+) -> web.Application:
+    """The aiohttp application for a started :class:`~personality.log.Log`. A request body must
+    arrive within ``body_timeout`` seconds (default :data:`BODY_TIMEOUT`), else a JSON 408."""
     app = web.Application(client_max_size=max_body, middlewares=[_errors])
     app[LOG] = log
+    app[_BODY_TIMEOUT] = BODY_TIMEOUT if body_timeout is None else body_timeout
     route = app.router
     route.add_get("/checkpoint", _checkpoint, expect_handler=_expect)
     route.add_get("/tile/{tail:.+}", _tile, expect_handler=_expect)
@@ -371,6 +422,8 @@ async def serve(
     *,
     ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
+    idle_timeout: float | None = None,
+    body_timeout: float | None = None,
 ) -> None:
     """Start ``log``, serve it on ``host:port`` (0 = any free port) until ``stop`` is set, then
     stop accepting, finish in-flight requests and close the log.
@@ -380,9 +433,15 @@ async def serve(
     algorithm and delayed ACKs add ~40 ms to small responses. Connections are served by
     :class:`_Protocol` (aiohttp's handler with JSON answers for what its parser refuses), on the
     runner's server, so that ``runner.cleanup()`` still drains them.
+
+    ``idle_timeout`` (default :data:`IDLE_TIMEOUT`) closes a connection idle, or still sending its
+    request line and headers, that long after it opened or after its last answer;
+    ``body_timeout`` (default :data:`BODY_TIMEOUT`) bounds reading a request body (see
+    :func:`make_app`).
     """
+    idle = IDLE_TIMEOUT if idle_timeout is None else idle_timeout
     await log.start()
-    app = make_app(log)
+    app = make_app(log, body_timeout=body_timeout)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
     await runner.setup()
     listener: asyncio.Server | None = None
@@ -396,7 +455,7 @@ async def serve(
             loop = asyncio.get_running_loop()
             listener = await loop.create_server(
                 # access_log=None turns access logging off (AppRunner passes it the same way)
-                lambda: _Protocol(manager, loop=loop, access_log=None),  # type: ignore[arg-type]
+                lambda: _Protocol(manager, loop=loop, access_log=None, keepalive_timeout=idle),  # type: ignore[arg-type]
                 sock=sock,
                 backlog=1024,
             )
