@@ -2,7 +2,8 @@
 
 ``gk log init`` writes a commented file (:data:`TEMPLATE`); :func:`load_config` reads it strictly:
 unknown keys and wrong types are errors (a typo must not silently fall back to a default).
-Relative paths are relative to the log directory. Raises :class:`ConfigError` with the file and
+Relative paths are relative to the log directory. Timeouts are seconds from
+:data:`MIN_TIMEOUT` to :data:`MAX_TIMEOUT`. Raises :class:`ConfigError` with the file and
 key at fault.
 """
 
@@ -18,6 +19,8 @@ from personality.errors import ConfigError
 __all__ = [
     "CONFIG_NAME",
     "LogConfig",
+    "MAX_TIMEOUT",
+    "MIN_TIMEOUT",
     "ServerConfig",
     "SequencerConfig",
     "TEMPLATE",
@@ -53,6 +56,13 @@ admission = "allowed-signers"
 # OpenSSH allowed_signers file for admission = "allowed-signers".
 allowed_signers = "allowed_signers"
 
+# Read timeouts in seconds (1 to 86400), against slow or stalled clients (slowloris).
+# A connection idle, or still sending its request line and headers, this long after it opened
+# or after its last answer is closed. Keep it above the reverse proxy's upstream keep-alive.
+idle_timeout = 75
+# A POST /add body not complete this long after the server starts reading it gets a 408.
+body_timeout = 30
+
 [sequencer]
 # Entries waiting for integration before adds are refused with 503 + Retry-After.
 max_pending = 65536
@@ -70,6 +80,10 @@ class ServerConfig:
     listen: str = "127.0.0.1:8080"
     admission: str = "allowed-signers"
     allowed_signers: Path | None = None
+    #: Seconds; None means the server's default (``personality.server.IDLE_TIMEOUT``, 75 s).
+    idle_timeout: float | None = None
+    #: Seconds; None means the server's default (``personality.server.BODY_TIMEOUT``, 30 s).
+    body_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,25 @@ def _take(table: dict[str, Any], key: str, kind: type, default: Any, where: str)
     return value
 
 
+#: Bounds of the read timeouts, in seconds: a second at least, a day at most.
+MIN_TIMEOUT = 1
+MAX_TIMEOUT = 86400
+
+
+def _take_seconds(table: dict[str, Any], key: str, where: str) -> float | None:
+    """A timeout in seconds (integer or float, MIN_TIMEOUT..MAX_TIMEOUT), or None if absent."""
+    if key not in table:
+        return None
+    value = table.pop(key)
+    # bool is an int subclass; nan and inf fail the range check.
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
+        raise ConfigError(
+            f"{where}: {key} must be a number of seconds from {MIN_TIMEOUT} to {MAX_TIMEOUT}, not {value!r}"
+        )
+    return float(value)
+
+
 def _no_extra(table: dict[str, Any], where: str) -> None:
     if table:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(table))}; see `gk log init --help`")
@@ -148,6 +181,8 @@ def load_config(directory: str | Path) -> LogConfig:
     if admission not in ("allowed-signers", "accept-any"):
         raise ConfigError(f'{sw}: admission must be "allowed-signers" or "accept-any", not {admission!r}')
     signers = _take(server, "allowed_signers", str, "allowed_signers", sw)
+    idle_timeout = _take_seconds(server, "idle_timeout", sw)
+    body_timeout = _take_seconds(server, "body_timeout", sw)
     _no_extra(server, sw)
     seq = SequencerConfig(
         max_pending=_take(sequencer, "max_pending", int, SequencerConfig.max_pending, qw),
@@ -161,6 +196,12 @@ def load_config(directory: str | Path) -> LogConfig:
         origin=origin,
         key_file=key_file,
         database=database,
-        server=ServerConfig(listen=listen, admission=admission, allowed_signers=d / signers),
+        server=ServerConfig(
+            listen=listen,
+            admission=admission,
+            allowed_signers=d / signers,
+            idle_timeout=idle_timeout,
+            body_timeout=body_timeout,
+        ),
         sequencer=seq,
     )

@@ -2,39 +2,38 @@
 headers, in its body, or never sends anything is closed after the bound, and the server keeps
 serving everyone else meanwhile.
 
-The server runs ``gk log serve`` unchanged, in a child interpreter that first lowers
-``personality.server.IDLE_TIMEOUT`` and ``BODY_TIMEOUT`` (the defaults are 75 s and 30 s), so the
-test takes about a second.
+The server runs ``gk log serve`` with ``[server] idle_timeout`` and ``body_timeout`` lowered in
+its log.toml (the defaults are 75 s and 30 s), so the test takes about a second.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import conftest
 import pytest
 import requests
-from conftest import LogServer
+from conftest import LogServer, init_log
 
 IDLE = 1.0
 BODY = 1.0
 WAIT = 15.0  # socket timeout: far above the bounds, only so that a regression fails instead of hanging
 
-_RUN_GK = (
-    "import sys, personality.server as s; "
-    f"s.IDLE_TIMEOUT = {IDLE}; s.BODY_TIMEOUT = {BODY}; "
-    "from gatekeeper.cli import main; sys.exit(main(sys.argv[1:]))"
-)
-
 
 @pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LogServer]:
-    monkeypatch.setattr(conftest, "gk_command", lambda *args: [sys.executable, "-c", _RUN_GK, *args])
-    srv = LogServer.create(tmp_path / "log", "--accept-any")
+def server(tmp_path: Path) -> Iterator[LogServer]:
+    directory = tmp_path / "log"
+    init_log(directory, "test.example/log")
+    config = directory / "log.toml"
+    text = config.read_text()
+    lowered = text.replace("\nidle_timeout = 75\n", f"\nidle_timeout = {IDLE}\n").replace(
+        "\nbody_timeout = 30\n", f"\nbody_timeout = {BODY}\n"
+    )
+    assert f"\nidle_timeout = {IDLE}\n" in lowered and f"\nbody_timeout = {BODY}\n" in lowered, text
+    config.write_text(lowered)
+    srv = LogServer(directory, "test.example/log", ("--accept-any",), "127.0.0.1:0").start()
     yield srv
     srv.stop()
 

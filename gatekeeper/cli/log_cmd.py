@@ -302,7 +302,15 @@ def _serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(log, host, port, ready=ready, stop=stop)
+        await serve(
+            log,
+            host,
+            port,
+            ready=ready,
+            stop=stop,
+            idle_timeout=cfg.server.idle_timeout,
+            body_timeout=cfg.server.body_timeout,
+        )
 
     try:
         asyncio.run(main())
