@@ -8,7 +8,8 @@ Layers, from the wire up:
     :class:`StaticTransport` reads a tlog-tiles directory; :class:`FetchTransport` wraps any
     ``fetch(path) -> bytes`` callable. ``dynamic`` says whether the JSON API
     (``/add``, ``/proof/...``) exists; a static log (files, CDN, object store) has only
-    ``checkpoint`` and ``tile/...``. Transports raise ``NotFoundError`` (404),
+    ``checkpoint`` and ``tile/...``. Transports raise ``NotFoundError`` (404; ``ConfigError`` for a
+    404 to ``POST add``, which only a URL with no log behind it answers),
     ``UnavailableError`` (connection refused, timeout, 5xx) and the error the log's JSON error
     names for other statuses.
 
@@ -109,6 +110,14 @@ _STATUS_ERRORS: dict[int, type[PersonalityError]] = {
     409: ConflictError,
     413: FormatError,
     422: VerificationError,
+}
+
+#: Requests every log answers; a 404 to one means there is no log at the URL. POST /add raises
+#: ConfigError (a wrong URL is a configuration mistake); GET /checkpoint keeps NotFoundError, the
+#: class callers already handle for a static log's missing files, with the same clear message.
+_LOG_ENDPOINTS: dict[tuple[str, str], type[PersonalityError]] = {
+    ("POST", "add"): ConfigError,
+    ("GET", "checkpoint"): NotFoundError,
 }
 
 
@@ -231,6 +240,14 @@ class HTTPTransport:
         except (ValueError, RecursionError):
             pass  # not the JSON error contract: the raw text above serves as the message
         status = resp.status_code
+        if status == 404 and (method, path) in _LOG_ENDPOINTS:
+            # Every log has these: a 404 means the URL points at something else (a web server,
+            # a wrong path prefix), not that a resource is missing from a log.
+            text = (
+                f"no Gatekeeper log at {self.base_url.rstrip('/')} (HTTP 404 for {method} /{path}): "
+                "check --log / the log URL"
+            )
+            return _LOG_ENDPOINTS[method, path](text)
         where = f"{method} {path}: HTTP {status}" + (f": {message}" if message else "")
         if status in (429, 503) and resp.headers.get("Retry-After", "").isdigit():
             return OverloadedError(f"log is overloaded ({where})", int(resp.headers["Retry-After"]))
@@ -538,9 +555,7 @@ class LogVerifier:
         sc = self.open(self.client.checkpoint())
         old = self._latest
         if old is not None and sc.size < old.size:
-            raise ForkError(
-                f"log {self.origin} went back from size {old.size} to {sc.size}", old, sc
-            )
+            raise ForkError(f"log {self.origin} went back from size {old.size} to {sc.size}", old, sc)
         return self.verify_checkpoint(sc)
 
     def verify_checkpoint(self, checkpoint: bytes | SignedCheckpoint) -> SignedCheckpoint:
