@@ -377,6 +377,9 @@ class AddResponse:
     size: int | None = None
     checkpoint: bytes | None = None
     inclusion_proof: tuple[bytes, ...] | None = None
+    #: With ``consistency_from=N``: the log's consistency proof from size ``N`` to ``size`` (None if
+    #: the log did not send one; the caller then fetches it).
+    consistency_proof: tuple[bytes, ...] | None = None
 
 
 class LogClient:
@@ -447,13 +450,21 @@ class LogClient:
         """Entries ``[start, end)`` of the tree of ``size`` leaves (unverified)."""
         return list(self.iter_entries(start, end, size))
 
-    def add(self, entry: bytes, wait: bool = True) -> AddResponse:
-        """``POST /add``. Raises ``RefusedError``, ``OverloadedError``, ``UnavailableError``, ..."""
+    def add(self, entry: bytes, wait: bool = True, consistency_from: int | None = None) -> AddResponse:
+        """``POST /add``. With ``consistency_from=N`` (``N > 0``, needs ``wait``) the log also returns
+        the consistency proof from size ``N`` to the checkpoint it answers with (``POST /add?from=N``),
+        unverified like the rest. Raises ``RefusedError``, ``OverloadedError``, ``UnavailableError``,
+        ``FormatError`` (also for a malformed proof), ..."""
         if not self.transport.dynamic:
             raise ConfigError("this log is static (tiles only) and accepts no entries")
         if len(entry) > MAX_ENTRY_SIZE:
             raise FormatError(f"entry is {len(entry)} bytes, more than {MAX_ENTRY_SIZE}")
-        obj = _json(self.transport.post("add", entry, {"wait": int(wait)}), "add")
+        params: dict[str, int] = {"wait": int(wait)}
+        if consistency_from is not None:
+            if not wait or consistency_from <= 0:
+                raise ValueError("consistency_from needs wait=True and a size > 0")
+            params["from"] = consistency_from
+        obj = _json(self.transport.post("add", entry, params), "add")
         index = _field(obj, "index", int, "add")
         lh = _b64_hash(obj.get("leaf_hash"), "add leaf_hash")
         if lh != leaf_hash(entry):
@@ -467,7 +478,10 @@ class LogClient:
         size = _field(obj, "size", int, "add")
         cp = _field(obj, "checkpoint", str, "add").encode("utf-8")
         proof = tuple(_proof_field({"proof": obj.get("inclusion_proof")}, "add inclusion"))
-        return AddResponse(index, lh, duplicate, size, cp, proof)
+        consistency = None
+        if consistency_from is not None and "consistency_proof" in obj:
+            consistency = tuple(_proof_field({"proof": obj["consistency_proof"]}, "add consistency"))
+        return AddResponse(index, lh, duplicate, size, cp, proof, consistency)
 
     def _getter_for(self, size: int) -> HashGetter:
         return tile_hash_getter(size, self.tile)
@@ -558,11 +572,16 @@ class LogVerifier:
             raise ForkError(f"log {self.origin} went back from size {old.size} to {sc.size}", old, sc)
         return self.verify_checkpoint(sc)
 
-    def verify_checkpoint(self, checkpoint: bytes | SignedCheckpoint) -> SignedCheckpoint:
+    def verify_checkpoint(
+        self, checkpoint: bytes | SignedCheckpoint, *, consistency_proof: Sequence[bytes] | None = None
+    ) -> SignedCheckpoint:
         """Verify a checkpoint from anywhere (a bundle, a witness) against ``latest``.
 
         The signature is (re)checked from the raw bytes. An older checkpoint must be consistent
         with ``latest`` (which is kept); a newer one must extend it (and becomes ``latest``).
+        ``consistency_proof``, if given, is the (unverified) proof from ``latest``'s size to the
+        checkpoint's (e.g. from ``POST /add?from=N``): it is used, and checked exactly like a
+        fetched one, instead of asking the log; it is ignored when ``latest`` is None or not smaller.
         Raises ``ForkError``, ``SignatureError``, ``FormatError``, ``UnavailableError``.
         """
         raw = checkpoint.raw if isinstance(checkpoint, SignedCheckpoint) else checkpoint
@@ -574,17 +593,27 @@ class LogVerifier:
         if sc.size <= old.size:
             self._prove(sc, old, old_is_held=False)
         else:
-            self._prove(old, sc, old_is_held=True)
+            self._prove(old, sc, old_is_held=True, proof=consistency_proof)
             self._latest = sc
         return sc
 
-    def _prove(self, smaller: SignedCheckpoint, larger: SignedCheckpoint, *, old_is_held: bool) -> None:
+    def _prove(
+        self,
+        smaller: SignedCheckpoint,
+        larger: SignedCheckpoint,
+        *,
+        old_is_held: bool,
+        proof: Sequence[bytes] | None = None,
+    ) -> None:
         held, other = (smaller, larger) if old_is_held else (larger, smaller)
         if smaller.size == larger.size:
             if smaller.root != larger.root:
                 raise ForkError(f"two different roots for size {smaller.size} of {self.origin}", held, other)
             return
-        proof = [] if smaller.size == 0 else self.client.consistency_proof(smaller.size, larger.size)
+        if smaller.size == 0:
+            proof = []
+        elif proof is None:
+            proof = self.client.consistency_proof(smaller.size, larger.size)
         try:
             verify_consistency(smaller.size, larger.size, smaller.root, larger.root, proof)
         except ProofError as e:
@@ -601,13 +630,16 @@ class LogVerifier:
         index: int,
         signed_checkpoint: SignedCheckpoint,
         proof: Sequence[bytes] | None = None,
+        *,
+        consistency_proof: Sequence[bytes] | None = None,
     ) -> None:
         """Check that ``entry`` is leaf ``index`` of ``signed_checkpoint``'s tree.
 
-        The checkpoint goes through :meth:`verify_checkpoint` first. Without ``proof`` the audit
-        path is fetched from the log. Raises ``ProofError`` (``ForkError``), ``SignatureError``, ...
+        The checkpoint goes through :meth:`verify_checkpoint` first (``consistency_proof`` is
+        passed on). Without ``proof`` the audit path is fetched from the log. Raises
+        ``ProofError`` (``ForkError``), ``SignatureError``, ...
         """
-        sc = self.verify_checkpoint(signed_checkpoint)
+        sc = self.verify_checkpoint(signed_checkpoint, consistency_proof=consistency_proof)
         if not 0 <= index < sc.size:
             raise ProofError(f"index {index} is not in the checkpoint of size {sc.size}")
         if proof is None:

@@ -93,6 +93,8 @@ class AddResult:
     size: int | None = None
     checkpoint: bytes | None = None
     proof: tuple[bytes, ...] | None = None
+    #: The consistency proof from ``consistency_from`` to ``size`` (when asked for and waited).
+    consistency: tuple[bytes, ...] | None = None
 
 
 class Sequencer:
@@ -402,10 +404,15 @@ class Log:
 
     # -- writes --------------------------------------------------------------------------------------
 
-    async def add(self, entry: bytes, *, wait: bool = True) -> AddResult:
+    async def add(
+        self, entry: bytes, *, wait: bool = True, consistency_from: int | None = None
+    ) -> AddResult:
         """Log ``entry``; return once it is durably integrated (also with ``wait=False``: the index is
         only assigned at the commit). With ``wait`` the result carries the checkpoint and an
-        inclusion proof for it.
+        inclusion proof for it; with ``consistency_from=N`` also the consistency proof from size
+        ``N`` to that checkpoint's size (saves the client a second request). ``N`` must satisfy
+        ``0 < N <= size`` before the entry is added (the tree only grows, so it still holds for the
+        returned checkpoint), else ``FormatError`` and nothing is logged; it needs ``wait``.
 
         Raises ``FormatError`` (too large), ``RefusedError`` (admission), ``OverloadedError``
         (queue full or shutting down), ``StorageError``/``ConflictError`` (batch failed: nothing
@@ -413,6 +420,13 @@ class Log:
         """
         if len(entry) > MAX_ENTRY_SIZE:
             raise FormatError(f"entry is {len(entry)} bytes; the log accepts at most {MAX_ENTRY_SIZE}")
+        if consistency_from is not None:
+            if not wait:
+                raise FormatError("from=N needs wait=1: a consistency proof goes with a checkpoint")
+            if not 0 < consistency_from <= self.size:
+                raise FormatError(
+                    f"from must be in 1..{self.size} (the current tree size), got {consistency_from}"
+                )
         try:
             self.admission.check(entry)
         except PersonalityError:
@@ -449,7 +463,10 @@ class Log:
             return AddResult(index, h, duplicate)
         st = self.state
         proof = self.sequencer.inclusion_proof(index, st.size, st)
-        return AddResult(index, h, duplicate, st.size, st.checkpoint, tuple(proof))
+        consistency = None
+        if consistency_from is not None:
+            consistency = tuple(self.sequencer.consistency_proof(consistency_from, st.size, st))
+        return AddResult(index, h, duplicate, st.size, st.checkpoint, tuple(proof), consistency)
 
     async def _integrator(self) -> None:
         loop = asyncio.get_running_loop()

@@ -9,7 +9,8 @@ Read path (C2SP tlog-tiles; what any standard verifier, witness or monitor fetch
 
 JSON API (documented in docs/log-service.md)::
 
-    POST /add[?wait=0]                    body = the entry bytes
+    POST /add[?wait=0|?from=N]            body = the entry bytes; from=N: also the consistency
+                                          proof from size N to the returned checkpoint
     GET  /proof/inclusion?index=I[&size=N]   or   ?leaf_hash=<base64url>[&size=N]
     GET  /proof/consistency?from=M[&to=N]
     GET  /healthz                         {"status": "ok", "size": N}
@@ -295,16 +296,21 @@ async def _tile(request: web.Request) -> web.Response:
 
 
 async def _add(request: web.Request) -> web.Response:
-    q = _query(request, {"wait"})
+    q = _query(request, {"wait", "from"})
     wait = q.get("wait", "1")
     if wait not in ("0", "1"):
         raise FormatError(f"wait must be 0 or 1, got {wait[:20]!r}")
+    first = _number(q, "from")
     body = await _read_body(request)
     if body is None:
         return await _body_timeout(request)
     if not body:
         raise FormatError("the request body is empty: POST the entry bytes (application/octet-stream)")
-    result = await request.app[LOG].add(body, wait=wait == "1")
+    log = request.app[LOG]
+    if first is None:
+        result = await log.add(body, wait=wait == "1")
+    else:
+        result = await log.add(body, wait=wait == "1", consistency_from=first)
     out: dict[str, Any] = {
         "index": result.index,
         "leaf_hash": _b64(result.leaf_hash),
@@ -314,6 +320,8 @@ async def _add(request: web.Request) -> web.Response:
         out["size"] = result.size
         out["checkpoint"] = result.checkpoint.decode("utf-8")
         out["inclusion_proof"] = [_b64(h) for h in result.proof]
+    if result.consistency is not None:
+        out["consistency_proof"] = [_b64(h) for h in result.consistency]
     return _json(out)
 
 

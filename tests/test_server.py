@@ -305,3 +305,38 @@ def test_overload_is_503_with_retry_after() -> None:
         await log.close()
 
     asyncio.run(main())
+
+
+def test_add_from_n_returns_the_consistency_proof(log_server: LogServer) -> None:
+    with requests.Session() as s:
+        first = _add(s, log_server.url, b"first")
+        _add(s, log_server.url, b"second")
+        old_size, old_root = _root(log_server, str(first["checkpoint"]).encode())
+        body = _add(s, log_server.url, b"third", **{"from": str(old_size)})
+        size, root = _root(log_server, str(body["checkpoint"]).encode())
+        assert (old_size, size) == (1, 3)
+        proof = [_b64(p) for p in body["consistency_proof"]]  # type: ignore[attr-defined]
+        merkle.verify_consistency(old_size, size, old_root, root, proof)
+        dup = _add(s, log_server.url, b"third", **{"from": "3"})  # a duplicate: N == the size
+        assert (dup["duplicate"], dup["size"], dup["consistency_proof"]) == (True, 3, [])
+        assert "consistency_proof" not in _add(s, log_server.url, b"fifth")
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"from": "0"}, "from must be in 1..1"),
+        ({"from": "2"}, "from must be in 1..1"),
+        ({"from": "01"}, "decimal number"),
+        ({"from": "-1"}, "decimal number"),
+        ({"from": "x"}, "decimal number"),
+        ({"from": "1", "wait": "0"}, "needs wait=1"),
+    ],
+)
+def test_add_from_n_is_parsed_strictly(log_server: LogServer, params: dict[str, str], needle: str) -> None:
+    with requests.Session() as s:
+        _add(s, log_server.url, b"only one")
+        r = s.post(f"{log_server.url}/add", data=b"refused entry", params=params, timeout=30)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == "malformed" and needle in r.json()["message"]
+        assert s.get(f"{log_server.url}/healthz", timeout=10).json()["size"] == 1  # nothing logged

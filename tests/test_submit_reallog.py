@@ -3,6 +3,7 @@ the ``log_server_factory`` fixture): with admission by allowed_signers, and with
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from gatekeeper.bundle import parse_bundle
 from gatekeeper.client import identity as ident
 from gatekeeper.client.submit import LogSettings, build_action, submit_action
 from gatekeeper.errors import LogUnavailable, Refused
+from personality.client import AddResponse, HTTPTransport, LogClient
 from personality.tlog import merkle
 from personality.tlog.checkpoint import open_checkpoint
 from personality.tlog.note import parse_vkey
@@ -159,3 +161,49 @@ def test_restored_backup_is_a_fork(tmp_path: Path, log_server: LogServer) -> Non
     )
     with pytest.raises(LogFork, match="not consistent|different roots"):
         submit_action(s, me, build_action(me, ["h"], "a", b"other four", window=60))
+
+
+class _NoConsistencyFetch(LogClient):
+    """A client that fails the test if asked for a consistency proof, and can corrupt the one the
+    log sends with its POST /add answer."""
+
+    def __init__(self, url: str, corrupt: bool = False) -> None:
+        super().__init__(HTTPTransport(url))
+        self.corrupt = corrupt
+        self.froms: list[int | None] = []
+
+    def add(self, entry: bytes, wait: bool = True, consistency_from: int | None = None) -> AddResponse:
+        self.froms.append(consistency_from)
+        answer = super().add(entry, wait, consistency_from)
+        if self.corrupt and answer.consistency_proof:
+            bad = (bytes(32),) + answer.consistency_proof[1:]
+            answer = dataclasses.replace(answer, consistency_proof=bad)
+        return answer
+
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        raise AssertionError(f"fetched a consistency proof {size1} -> {size2}")
+
+
+def test_consistency_comes_with_the_add_answer(tmp_path: Path, log_server: LogServer) -> None:
+    me = ident.from_file(keygen(tmp_path, "ed25519").path)
+    s = settings(log_server, tmp_path)
+    client = _NoConsistencyFetch(log_server.url)
+    for i in range(3):
+        submit_action(s, me, build_action(me, ["h"], "a", b"n%d" % i, window=60), client=client)
+    assert client.froms == [None, 1, 2]  # the stored checkpoint's size, once there is one
+    stored = (tmp_path / "state").read_bytes()
+    assert open_checkpoint(stored, log_server.origin, [parse_vkey(log_server.vkey)]).size == 3
+
+
+def test_a_bad_consistency_proof_with_the_add_answer_is_a_fork(tmp_path: Path, log_server: LogServer) -> None:
+    from gatekeeper.client.submit import LogFork
+
+    me = ident.from_file(keygen(tmp_path, "ed25519").path)
+    s = settings(log_server, tmp_path)
+    for i in range(2):
+        submit_action(s, me, build_action(me, ["h"], "a", b"n%d" % i, window=60))
+    before = (tmp_path / "state").read_bytes()
+    with pytest.raises(LogFork, match="not consistent"):
+        bad = _NoConsistencyFetch(log_server.url, corrupt=True)
+        submit_action(s, me, build_action(me, ["h"], "a", b"n2", window=60), client=bad)
+    assert (tmp_path / "state").read_bytes() == before and list(tmp_path.glob("state.fork-*"))
