@@ -523,10 +523,62 @@ class LogClient:
             raise NotFoundError(f"no consistency proof from size {size1} to {size2}")
         if not self.transport.dynamic:
             return consistency_proof(size1, size2, self._getter_for(size2))
-        obj = _json(self.transport.get("proof/consistency", {"from": size1, "to": size2}), "consistency")
-        if _field(obj, "from", int, "consistency") != size1 or _field(obj, "to", int, "consistency") != size2:
-            raise FormatError("the log answered with a consistency proof for other sizes")
-        return _proof_field(obj, "consistency proof")
+        data = self.transport.get("proof/consistency", {"from": size1, "to": size2})
+        return _consistency_answer(data, size1, size2)
+
+
+def _consistency_answer(data: bytes, size1: int, size2: int) -> list[bytes]:
+    obj = _json(data, "consistency")
+    if _field(obj, "from", int, "consistency") != size1 or _field(obj, "to", int, "consistency") != size2:
+        raise FormatError("the log answered with a consistency proof for other sizes")
+    return _proof_field(obj, "consistency proof")
+
+
+async def fetch_consistency_proof(
+    base_url: str, size1: int, size2: int, *, timeout: float, max_response: int = MAX_RESPONSE_SIZE
+) -> list[bytes]:
+    """``GET /proof/consistency?from=size1&to=size2`` on the running event loop (aiohttp, no thread,
+    ``TCP_NODELAY``), bounded by ``timeout`` seconds in all and by ``max_response`` bytes; the
+    answer is parsed as strictly as :meth:`LogClient.consistency_proof` (unverified). One short
+    connection per call, closed before this returns. Raises ``UnavailableError`` (unreachable, slow,
+    5xx), ``OverloadedError``, ``NotFoundError`` (the log has no such sizes), ``FormatError``.
+    """
+    import aiohttp  # the async read path only: gk's commands never import it for this
+
+    if not 0 <= size1 <= size2:
+        raise NotFoundError(f"no consistency proof from size {size1} to {size2}")
+    url = base_url.rstrip("/") + "/proof/consistency"
+    try:
+        async with (
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                headers={"User-Agent": "gatekeeper-log-client/1"},
+            ) as session,
+            session.get(url, params={"from": str(size1), "to": str(size2)}) as resp,
+        ):
+            chunks: list[bytes] = []
+            total = 0
+            while chunk := await resp.content.read(64 * 1024):
+                total += len(chunk)
+                if total > max_response:
+                    raise FormatError(f"response for proof/consistency is larger than {max_response} bytes")
+                chunks.append(chunk)
+            data = b"".join(chunks)
+            status = resp.status
+            retry_after = resp.headers.get("Retry-After", "")
+    except TimeoutError:
+        raise UnavailableError(f"log at {base_url} did not answer GET proof/consistency in time") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise UnavailableError(f"log at {base_url} is unreachable: {type(exc).__name__}: {exc}") from None
+    if status == 200:
+        return _consistency_answer(data, size1, size2)
+    where = f"GET proof/consistency: HTTP {status}"
+    if status in (429, 503) and retry_after.isdigit():
+        raise OverloadedError(f"log is overloaded ({where})", int(retry_after))
+    cls = _STATUS_ERRORS.get(status)
+    if cls is not None:
+        raise cls(where)
+    raise UnavailableError(f"log at {base_url} failed ({where})")
 
 
 class LogVerifier:

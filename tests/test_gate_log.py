@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import io
 import shutil
 import time
@@ -24,7 +25,7 @@ from gatekeeper.verify.alarm import Alarm
 from gatekeeper.verify.gate import VerifyingGate
 from gatekeeper.verify.headstore import HeadStore
 from gatekeeper.verify.policy import HostPolicy
-from personality.client import LogClient
+from personality.client import LogClient, fetch_consistency_proof
 from personality.tlog.note import generate_signer, parse_note, parse_vkey, sign_note
 
 ORIGIN = "test.example/forkable"
@@ -59,8 +60,9 @@ def logs(tmp_path: Path) -> Iterator[Callable[..., list[LogServer]]]:
 class Host:
     """A host's verification state (store + journal) and a gate talking to one log URL."""
 
-    def __init__(self, world: World, tmp: Path, log: LogServer) -> None:
+    def __init__(self, world: World, tmp: Path, log: LogServer, on_loop: bool = False) -> None:
         self.world = world
+        self.on_loop = on_loop  # consistency proofs fetched on the event loop (as the agent does)
         self.tmp = tmp
         self.policy = HostPolicy(host_name="web-01", log_origin=ORIGIN, log_verifiers=(parse_vkey(log.vkey),))
         self.stderr = io.StringIO()
@@ -77,6 +79,9 @@ class Host:
             self.journal,
             Alarm(use_syslog=False, stream=self.stderr),
             fetch_timeout=2.0,
+            proof_fetcher=(
+                functools.partial(fetch_consistency_proof, log.url, timeout=2.0) if self.on_loop else None
+            ),
         )
 
     def reopen(self, log: LogServer) -> None:
@@ -97,12 +102,14 @@ class Host:
         self.journal.close()
 
 
-@pytest.fixture
-def host_factory(world: World, tmp_path: Path) -> Iterator[Callable[[LogServer], Host]]:
+@pytest.fixture(params=[False, True], ids=["proofs-in-thread", "proofs-on-loop"])
+def host_factory(
+    world: World, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[[LogServer], Host]]:
     hosts: list[Host] = []
 
     def make(log: LogServer) -> Host:
-        h = Host(world, tmp_path / f"host{len(hosts)}", log)
+        h = Host(world, tmp_path / f"host{len(hosts)}", log, on_loop=request.param)
         hosts.append(h)
         return h
 

@@ -9,6 +9,7 @@ asked to stop; :func:`serve` is the blocking entry point of ``gk agent serve``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -81,14 +82,15 @@ def build_gate(config: AgentConfig, *, journal: Journal | None = None,
                host_key: asyncssh.SSHKey | None = None) -> Gate:
     """The verifying gate for ``config`` (``gatekeeper.verify.gate.VerifyingGate``): host policy
     from the config (host name and host key fingerprint, log origin and keys, ``[policy]``), the
-    head store in ``state_dir``, an HTTP client for the log bounded by ``timeouts.log_request``,
+    head store in ``state_dir``, an HTTP client for the log bounded by ``timeouts.log_request``
+    (consistency proofs are fetched on the event loop, without a thread hop),
     ``journal`` (opened from ``config.journal`` if None) and the fork alarm (webhook optional).
     Raises :class:`ConfigError` for anything the verification core rejects."""
     from gatekeeper.verify.alarm import Alarm
     from gatekeeper.verify.gate import VerifyingGate
     from gatekeeper.verify.headstore import HeadStore
     from gatekeeper.verify.policy import HostPolicy
-    from personality.client import LogClient
+    from personality.client import LogClient, fetch_consistency_proof
 
     key = host_key if host_key is not None else load_host_key(config.host_key)
     policy = HostPolicy.from_mapping(config.policy_table(host_key_fingerprint(key)))
@@ -101,6 +103,7 @@ def build_gate(config: AgentConfig, *, journal: Journal | None = None,
         journal if journal is not None else Journal(config.journal),
         Alarm(webhook=config.webhook),
         fetch_timeout=timeout,
+        proof_fetcher=functools.partial(fetch_consistency_proof, config.log.url, timeout=timeout),
     )
 
 

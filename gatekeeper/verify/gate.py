@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -108,7 +108,11 @@ class _Plan:
 class VerifyingGate:
     """Implements :class:`gatekeeper.gate.Gate` with the verification core, a head store, the log
     and a journal. ``clock`` returns Unix seconds. ``fetch_timeout`` bounds every log request made
-    on the decision path (seconds). ``background_refresh`` enables the post-decision refresh."""
+    on the decision path (seconds). ``background_refresh`` enables the post-decision refresh.
+    ``proof_fetcher(size1, size2)``, if given, fetches consistency proofs on the event loop instead
+    of ``log_client.consistency_proof`` in a thread (no thread hop; e.g.
+    :func:`personality.client.fetch_consistency_proof`); it raises what ``LogSource`` methods
+    raise, is bounded by ``fetch_timeout`` here, and its answer is verified exactly the same."""
 
     def __init__(
         self,
@@ -121,6 +125,7 @@ class VerifyingGate:
         *,
         fetch_timeout: float = DEFAULT_FETCH_TIMEOUT,
         background_refresh: bool = True,
+        proof_fetcher: Callable[[int, int], Awaitable[Sequence[bytes]]] | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -130,6 +135,7 @@ class VerifyingGate:
         self.clock = clock
         self.fetch_timeout = fetch_timeout
         self.background_refresh = background_refresh
+        self.proof_fetcher = proof_fetcher
         self._refresh_task: asyncio.Task[None] | None = None
         self._log_lock = threading.Lock()
         self._advance = asyncio.Lock()
@@ -403,8 +409,12 @@ class VerifyingGate:
             with self._log_lock:  # LogClient is not thread-safe
                 return fn()
 
+        return await self._bounded(asyncio.to_thread(locked), what)
+
+    async def _bounded(self, call: Awaitable[_T], what: str) -> _T:
+        """Await one log request bounded by ``fetch_timeout``, mapping failures as :meth:`_call`."""
         try:
-            return await asyncio.wait_for(asyncio.to_thread(locked), self.fetch_timeout)
+            return await asyncio.wait_for(call, self.fetch_timeout)
         except TimeoutError:
             raise LogUnavailable(f"the log did not answer {what} within {self.fetch_timeout:g}s") from None
         except LogUnavailable:
@@ -419,9 +429,10 @@ class VerifyingGate:
     async def _fetch_proof(self, size1: int, size2: int) -> list[bytes]:
         if size1 == 0:
             return []
-        proof = await self._call(
-            lambda: self.log.consistency_proof(size1, size2), f"a consistency proof {size1} -> {size2}"
-        )
+        what = f"a consistency proof {size1} -> {size2}"
+        if self.proof_fetcher is not None:
+            return list(await self._bounded(self.proof_fetcher(size1, size2), what))
+        proof = await self._call(lambda: self.log.consistency_proof(size1, size2), what)
         return list(proof)
 
     async def _fetch_checkpoint(self) -> SignedCheckpoint:
