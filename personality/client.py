@@ -26,6 +26,7 @@ Layers, from the wire up:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 from collections import OrderedDict
@@ -535,27 +536,34 @@ def _consistency_answer(data: bytes, size1: int, size2: int) -> list[bytes]:
 
 
 async def fetch_consistency_proof(
-    base_url: str, size1: int, size2: int, *, timeout: float, max_response: int = MAX_RESPONSE_SIZE
+    base_url: str,
+    size1: int,
+    size2: int,
+    *,
+    timeout: float,
+    max_response: int = MAX_RESPONSE_SIZE,
+    session: Any = None,
 ) -> list[bytes]:
     """``GET /proof/consistency?from=size1&to=size2`` on the running event loop (aiohttp, no thread,
     ``TCP_NODELAY``), bounded by ``timeout`` seconds in all and by ``max_response`` bytes; the
-    answer is parsed as strictly as :meth:`LogClient.consistency_proof` (unverified). One short
-    connection per call, closed before this returns. Raises ``UnavailableError`` (unreachable, slow,
-    5xx), ``OverloadedError``, ``NotFoundError`` (the log has no such sizes), ``FormatError``.
+    answer is parsed as strictly as :meth:`LogClient.consistency_proof` (unverified). Uses
+    ``session`` (an ``aiohttp.ClientSession``, left open) if given, else one short connection
+    closed before this returns. Raises ``UnavailableError`` (unreachable, slow, 5xx),
+    ``OverloadedError``, ``NotFoundError`` (the log has no such sizes), ``FormatError``.
     """
     import aiohttp  # the async read path only: gk's commands never import it for this
 
     if not 0 <= size1 <= size2:
         raise NotFoundError(f"no consistency proof from size {size1} to {size2}")
     url = base_url.rstrip("/") + "/proof/consistency"
+    params = {"from": str(size1), "to": str(size2)}
     try:
-        async with (
-            aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=timeout),
-                headers={"User-Agent": "gatekeeper-log-client/1"},
-            ) as session,
-            session.get(url, params={"from": str(size1), "to": str(size2)}) as resp,
-        ):
+        async with contextlib.AsyncExitStack() as stack:
+            if session is None:
+                session = await stack.enter_async_context(_client_session(timeout))
+            resp = await stack.enter_async_context(
+                session.get(url, params=params, timeout=aiohttp.ClientTimeout(total=timeout))
+            )
             chunks: list[bytes] = []
             total = 0
             while chunk := await resp.content.read(64 * 1024):
@@ -579,6 +587,53 @@ async def fetch_consistency_proof(
     if cls is not None:
         raise cls(where)
     raise UnavailableError(f"log at {base_url} failed ({where})")
+
+
+def _client_session(timeout: float) -> Any:
+    import aiohttp
+
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=timeout), headers={"User-Agent": "gatekeeper-log-client/1"}
+    )
+
+
+class ConsistencyFetcher:
+    """``await fetcher(size1, size2)``: :func:`fetch_consistency_proof` over one keep-alive
+    connection (no TCP handshake per proof), on the event loop that first uses it.
+
+    The owner must ``await fetcher.aclose()`` on that loop before the loop closes (the agent does,
+    in :func:`gatekeeper.agent.wiring.run_agent`); after it, calls fall back to one short
+    connection each. A connection the log closed (idle timeout, restart) is noticed by aiohttp and
+    replaced; one lost in a race with a request fails that request (``UnavailableError``: the gate
+    refuses, log-unavailable) and the next one reconnects. Using it from another loop than the
+    first also falls back to short connections.
+    """
+
+    def __init__(self, base_url: str, *, timeout: float, max_response: int = MAX_RESPONSE_SIZE) -> None:
+        self.base_url = base_url
+        self.timeout = timeout
+        self.max_response = max_response
+        self._session: Any = None
+        self._loop: Any = None
+        self._closed = False
+
+    async def __call__(self, size1: int, size2: int) -> list[bytes]:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self._session is None and not self._closed:
+            self._session = _client_session(self.timeout)
+            self._loop = loop
+        session = self._session if self._loop is loop and not self._closed else None
+        return await fetch_consistency_proof(
+            self.base_url, size1, size2, timeout=self.timeout, max_response=self.max_response, session=session
+        )
+
+    async def aclose(self) -> None:
+        """Close the kept-alive connection (idempotent)."""
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
 
 
 class LogVerifier:

@@ -1,4 +1,5 @@
-"""``personality.client.fetch_consistency_proof`` (the agent's on-loop consistency fetch): proofs
+"""``personality.client.fetch_consistency_proof`` and ``ConsistencyFetcher`` (the agent's on-loop
+consistency fetch, keep-alive): proofs
 from a real ``gk log serve`` verify, and every bad answer from a hostile in-test server is a
 ``PersonalityError`` subclass, never a traceback or a raw ValueError."""
 
@@ -11,7 +12,7 @@ import pytest
 from aiohttp import web
 from conftest import LogServer, free_port
 
-from personality.client import LogClient, fetch_consistency_proof
+from personality.client import ConsistencyFetcher, LogClient, fetch_consistency_proof
 from personality.errors import FormatError, NotFoundError, OverloadedError, UnavailableError
 from personality.tlog import merkle
 from personality.tlog.checkpoint import open_checkpoint
@@ -93,3 +94,28 @@ def test_slow_and_absent_logs_are_unavailable() -> None:
     _serve(slow, call)
     with pytest.raises(UnavailableError, match="unreachable"):
         asyncio.run(fetch_consistency_proof(f"http://127.0.0.1:{free_port()}", 1, 3, timeout=2))
+
+
+def test_fetcher_keeps_one_connection_and_survives_a_log_restart(log_server: LogServer) -> None:
+    client = LogClient.http(log_server.url)
+    for i in range(4):
+        client.add(b"entry %d" % i)
+    fetcher = ConsistencyFetcher(log_server.url, timeout=5)
+    sessions: set[int] = set()
+
+    async def run() -> None:
+        for _ in range(3):
+            assert await fetcher(1, 4) == client.consistency_proof(1, 4)
+            sessions.add(id(fetcher._session))  # noqa: SLF001
+        # the log restarts on the same port: the kept-alive connection is gone, a new one is made
+        log_server.stop()
+        log_server.listen = "127.0.0.1:" + log_server.url.rsplit(":", 1)[1]
+        log_server.start()
+        assert await fetcher(2, 4) == LogClient.http(log_server.url).consistency_proof(2, 4)
+        sessions.add(id(fetcher._session))  # noqa: SLF001
+        await fetcher.aclose()
+        assert fetcher._session.closed  # noqa: SLF001
+        assert await fetcher(1, 4) == client.consistency_proof(1, 4)  # closed: a short connection
+
+    asyncio.run(run())
+    assert len(sessions) == 1  # one session (its connection kept alive) for every call

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import io
 import shutil
 import time
@@ -25,7 +24,7 @@ from gatekeeper.verify.alarm import Alarm
 from gatekeeper.verify.gate import VerifyingGate
 from gatekeeper.verify.headstore import HeadStore
 from gatekeeper.verify.policy import HostPolicy
-from personality.client import LogClient, fetch_consistency_proof
+from personality.client import ConsistencyFetcher, LogClient
 from personality.tlog.note import generate_signer, parse_note, parse_vkey, sign_note
 
 ORIGIN = "test.example/forkable"
@@ -79,9 +78,7 @@ class Host:
             self.journal,
             Alarm(use_syslog=False, stream=self.stderr),
             fetch_timeout=2.0,
-            proof_fetcher=(
-                functools.partial(fetch_consistency_proof, log.url, timeout=2.0) if self.on_loop else None
-            ),
+            proof_fetcher=ConsistencyFetcher(log.url, timeout=2.0) if self.on_loop else None,
         )
 
     def reopen(self, log: LogServer) -> None:
@@ -93,6 +90,8 @@ class Host:
         async def run() -> Decision:
             d = await self.gate.decide(request)
             await self.gate.wait_refresh()
+            if isinstance(self.gate.proof_fetcher, ConsistencyFetcher):
+                await self.gate.proof_fetcher.aclose()  # later decisions: one connection per proof
             return d
 
         return asyncio.run(run())

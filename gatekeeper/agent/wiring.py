@@ -31,6 +31,7 @@ from gatekeeper.journal import Journal
 
 if TYPE_CHECKING:
     from gatekeeper.agent.local import LocalServer
+    from personality.client import ConsistencyFetcher
 
 __all__ = [
     "load_host_key",
@@ -79,12 +80,16 @@ def agent_settings(config: AgentConfig) -> AgentSettings:
 
 
 def build_gate(config: AgentConfig, *, journal: Journal | None = None,
-               host_key: asyncssh.SSHKey | None = None) -> Gate:
+               host_key: asyncssh.SSHKey | None = None,
+               proof_fetcher: ConsistencyFetcher | None = None) -> Gate:
     """The verifying gate for ``config`` (``gatekeeper.verify.gate.VerifyingGate``): host policy
     from the config (host name and host key fingerprint, log origin and keys, ``[policy]``), the
     head store in ``state_dir``, an HTTP client for the log bounded by ``timeouts.log_request``
     (consistency proofs are fetched on the event loop, without a thread hop),
     ``journal`` (opened from ``config.journal`` if None) and the fork alarm (webhook optional).
+    ``proof_fetcher`` (a keep-alive :class:`~personality.client.ConsistencyFetcher` the caller
+    closes) fetches consistency proofs; without it each proof takes one short connection
+    (:func:`~personality.client.fetch_consistency_proof`), which needs no closing.
     Raises :class:`ConfigError` for anything the verification core rejects."""
     from gatekeeper.verify.alarm import Alarm
     from gatekeeper.verify.gate import VerifyingGate
@@ -103,7 +108,9 @@ def build_gate(config: AgentConfig, *, journal: Journal | None = None,
         journal if journal is not None else Journal(config.journal),
         Alarm(webhook=config.webhook),
         fetch_timeout=timeout,
-        proof_fetcher=functools.partial(fetch_consistency_proof, config.log.url, timeout=timeout),
+        proof_fetcher=(
+            proof_fetcher or functools.partial(fetch_consistency_proof, config.log.url, timeout=timeout)
+        ),
     )
 
 
@@ -134,6 +141,7 @@ async def run_agent(
     journal = Journal(config.journal)
     listener: AgentListener | None = None
     local: LocalServer | None = None
+    fetcher: ConsistencyFetcher | None = None  # only for the gate built here
     loop = asyncio.get_running_loop()
     try:
         loop.add_signal_handler(signal.SIGHUP, _reopen, journal)
@@ -151,7 +159,10 @@ async def run_agent(
                 log.warning("%s authorizes no key and no CA is trusted: nobody can log in",
                             config.authorized_keys)
         if gate is None:
-            gate = build_gate(config, journal=journal, host_key=host_key)
+            from personality.client import ConsistencyFetcher
+
+            fetcher = ConsistencyFetcher(config.log.url, timeout=config.timeouts.log_request)
+            gate = build_gate(config, journal=journal, host_key=host_key, proof_fetcher=fetcher)
         if config.local_socket is not None:
             from gatekeeper.agent.local import start_local
 
@@ -198,6 +209,8 @@ async def run_agent(
             await listener.wait_closed()
         if local is not None:
             await local.wait_closed()
+        if fetcher is not None:
+            await fetcher.aclose()
         journal.close()
 
 
