@@ -286,9 +286,20 @@ def _init_worker(checker: EntryChecker) -> None:
     _WORKER = checker
 
 
-def _run_batch(start: int, entries: Sequence[bytes]) -> list[Checked]:
+def _run_batch(start: int, entries: Sequence[bytes]) -> list[Checked | str]:
+    """A worker's results for the parent: an OK result with nothing else to say travels as its
+    fingerprint alone (:func:`_expand` rebuilds it), the rest as they are."""
     assert _WORKER is not None
-    return _WORKER.check_batch(start, entries)
+    return [
+        r.fingerprint
+        if r.status == OK and r.signed is None and not r.principals and not r.fired and r.summary is None
+        else r
+        for r in _WORKER.check_batch(start, entries)
+    ]
+
+
+def _expand(start: int, compact: list[Checked | str]) -> list[Checked]:
+    return [Checked(start + i, OK, "", None, r) if isinstance(r, str) else r for i, r in enumerate(compact)]
 
 
 class CheckPool:
@@ -324,14 +335,35 @@ class CheckPool:
                 yield start, entries, self.checker.check_batch(start, entries)
             return
         pool = self._pool()
-        pending: list[tuple[int, list[bytes], Future[list[Checked]]]] = []
+        pending: list[tuple[int, list[bytes], Future[list[Checked | str]]]] = []
         for start, entries in batches:
             pending.append((start, entries, pool.submit(_run_batch, start, entries)))
             if len(pending) >= self.depth:
                 s, e, fut = pending.pop(0)
-                yield s, e, fut.result()
-        for s, e, fut in pending:
-            yield s, e, fut.result()
+                yield s, e, _expand(s, self._result(fut, pending))
+        while pending:
+            s, e, fut = pending.pop(0)
+            yield s, e, _expand(s, self._result(fut, pending))
+
+    def _result(
+        self,
+        fut: Future[list[Checked | str]],
+        pending: list[tuple[int, list[bytes], Future[list[Checked | str]]]],
+    ) -> list[Checked | str]:
+        """``fut``'s results; while it is not done, this process checks queued batches itself
+        (newest first, only those no worker has taken: a cancelled future is never run), so the
+        waiting parent is a checker too — while the workers start, and whenever it is ahead."""
+        while not fut.done():
+            for i in range(len(pending) - 1, -1, -1):
+                s, e, other = pending[i]
+                if other.cancel():
+                    done: Future[list[Checked | str]] = Future()
+                    done.set_result(list(self.checker.check_batch(s, e)))
+                    pending[i] = (s, e, done)
+                    break
+            else:
+                break  # every queued batch is taken: wait
+        return fut.result()
 
     def close(self) -> None:
         if self._executor is not None:
