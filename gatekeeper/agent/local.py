@@ -64,7 +64,7 @@ from gatekeeper.execgate.protocol import (
 from gatekeeper.gate import Decision, ExecRequest, Gate, Reason
 from gatekeeper.journal import Journal, decision_record
 
-__all__ = ["DEFAULT_LOGIN_SHELLS", "LocalServer", "start_local", "serve_local", "main"]
+__all__ = ["DEFAULT_LOGIN_SHELLS", "LocalServer", "start_local", "main"]
 
 log = logging.getLogger("gatekeeper.agent.local")
 
@@ -393,35 +393,6 @@ async def start_local(
     )
     await server._start(mode, group)
     return server
-
-
-async def serve_local(
-    gate: Gate,
-    socket_path: str | os.PathLike[str],
-    *,
-    mode: int = 0o666,
-    group: str | None = None,
-    shell: str = "/bin/sh",
-    login_shells: Iterable[str] | None = DEFAULT_LOGIN_SHELLS,
-    request_timeout: float = 10.0,
-    max_connections: int = 512,
-    max_pending_per_uid: int = 16,
-    journal: Journal | None = None,
-) -> None:
-    """:func:`start_local`, then serve until cancelled; the socket is removed on the way out."""
-    server = await start_local(
-        gate,
-        socket_path,
-        mode=mode,
-        group=group,
-        shell=shell,
-        login_shells=login_shells,
-        request_timeout=request_timeout,
-        max_connections=max_connections,
-        max_pending_per_uid=max_pending_per_uid,
-        journal=journal,
-    )
-    await server.serve_forever()
 
 
 # -- standalone runner: ``python3 -m gatekeeper.agent.local --config agent.toml`` ------------------
